@@ -1,0 +1,135 @@
+"""``NormZooCLI``: LightningCLI with normzoo's defaults, and the ``normzoo`` console script.
+
+    normzoo fit --config configs/quickstart.yaml
+    normzoo fit --config configs/cifar10/resnet_gn.yaml --trainer.max_epochs 5
+    normzoo test --config configs/quickstart.yaml --ckpt_path runs/quickstart/version_0/checkpoints/last.ckpt
+    normzoo fit --print_config
+
+What it adds to LightningCLI:
+
+- the model and data are any ``NormClassifier`` / ``NormZooDataModule`` subclass
+  (``model: class_path: normzoo.models.CNNClassifier``);
+- the datamodule's ``input_shape`` and ``num_classes`` are linked into the model;
+- ``--optimizer`` and ``--lr_scheduler`` are linked into the model as plain dicts, so
+  hparams and checkpoints stay plain YAML;
+- a ``ModelCheckpoint`` keeps ``last.ckpt`` and the best ``val/acc`` (``--checkpoint.*``);
+- TensorBoard is the default logger, with runs under ``<runs_dir>/<run_name>/version_N``
+  (``run_name`` defaults to the config file's name), the config saved beside each run,
+  and the hparams tab filled with the real metrics;
+- a closing summary of the metrics and of where the logs are.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
+from lightning.pytorch.utilities import rank_zero_only
+from torch.optim import Optimizer
+
+from normzoo.data import NormZooDataModule
+from normzoo.errors import find_user_error
+from normzoo.models import NormClassifier
+
+SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
+
+
+class NormZooCLI(LightningCLI):
+    """LightningCLI for normzoo models and datamodules (see the module docstring)."""
+
+    def __init__(self, args: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", NormClassifier)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("datamodule_class", NormZooDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("parser_kwargs", {"default_env": False})
+        kwargs.setdefault("auto_configure_optimizers", False)  # the model builds them from linked dicts
+        super().__init__(args=args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # --optimizer / --lr_scheduler: any torch class, handed to the model as a plain dict
+        for key, base, first_argument in (("optimizer", (Optimizer,), "params"),
+                                          ("lr_scheduler", LRSchedulerTypeTuple, "optimizer")):
+            parser.add_subclass_arguments(
+                base, key, instantiate=False, fail_untyped=False, skip={first_argument}, required=False
+            )
+            parser.link_arguments(key, f"model.init_args.{key}", compute_fn=_as_dict)
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True})
+        parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds every run's logs.")
+        parser.add_argument(
+            "--run_name", type=str | None, default=None,
+            help="Run folder name under runs_dir; defaults to the (last) config file's name.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=config.runs_dir, name=_run_name(config), default_hp_metric=False),
+            )
+
+    def after_fit(self) -> None:
+        self._print_summary("fit")
+
+    def after_test(self) -> None:
+        self._print_summary("test")
+
+    def after_validate(self) -> None:
+        self._print_summary("validate")
+
+    @rank_zero_only
+    def _print_summary(self, stage: str) -> None:
+        trainer = self.trainer
+        metrics = trainer.callback_metrics
+        shown = [f"{name} {float(metrics[name]):.4f}" for name in SUMMARY_METRICS if name in metrics]
+        lines = [f"normzoo {stage} finished: epoch {trainer.current_epoch}, step {trainer.global_step}"]
+        lines.append("  " + ("   ".join(shown) if shown else "no metrics logged"))
+        if trainer.log_dir:
+            runs = Path(trainer.log_dir).parent.parent
+            lines.append(f"  logs: {trainer.log_dir}  (view: tensorboard --logdir {runs})")
+        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
+            trainer.checkpoint_callback, "last_model_path", ""
+        )
+        if stage == "fit" and checkpoint:
+            lines.append(f"  checkpoint: {checkpoint}")
+        print("\n".join(lines), flush=True)
+
+
+def _as_dict(value: Namespace | None) -> dict[str, Any] | None:
+    """A parsed ``{class_path, init_args}`` group as the plain dict the model stores."""
+    return value.as_dict() if isinstance(value, Namespace) else value
+
+
+def _run_name(config: Namespace) -> str:
+    if config.get("run_name"):
+        return config.run_name
+    config_files = config.get("config") or []
+    if config_files:
+        last = config_files[-1]
+        return Path(str(getattr(last, "relative", last))).stem
+    return "default"
+
+
+def main(args: Any = None) -> None:
+    """Entry point of the ``normzoo`` console script and of ``python -m normzoo``.
+
+    A mistake in the user's input (see ``normzoo.errors``) is printed as one message and
+    exits with status 2; other errors keep their traceback.
+    """
+    try:
+        NormZooCLI(args=args)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None or os.environ.get("NORMZOO_TRACEBACK"):
+            raise
+        print(f"normzoo: error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,213 @@
+"""The LightningModules: one base class that trains any backbone as a classifier.
+
+``MLPClassifier`` and ``CNNClassifier`` take plain typed arguments (``norm: str = "bn"``,
+``arch: str = "resnet20"``) so a YAML config reads naturally and ``hparams.yaml`` and
+checkpoints stay plain data; ``load_from_checkpoint(path)`` rebuilds them without the CLI.
+
+The optimizer and LR scheduler arrive as plain ``{"class_path", "init_args"}`` dicts,
+linked by ``NormZooCLI`` from its ``--optimizer`` / ``--lr_scheduler`` groups. Weight decay
+applies to parameters with ``dim() >= 2`` only (nanoGPT's rule), so norm scales and
+biases are never decayed, whatever the norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import instantiate_class
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from normzoo.errors import ConfigError
+from normzoo.models.mlp import MLP, NormPosition
+from normzoo.models.resnet import RESNET_VARIANTS, ResNet
+from normzoo.models.vgg import VGG, VGG_VARIANTS
+from normzoo.norms import guard_batch_statistics
+from normzoo.tb_logging import log_hparams_with_metrics
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}
+"""Used when no optimizer is given (plain-Python use); the CLI configs always name theirs."""
+
+HPARAM_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc")
+"""The metric columns of TensorBoard's hparams tab."""
+
+CNN_ARCHS = tuple(VGG_VARIANTS) + tuple(RESNET_VARIANTS)
+
+
+class NormClassifier(L.LightningModule):
+    """Cross-entropy classification of ``self.backbone``, with accuracy for train/val/test.
+
+    Subclasses build ``self.backbone`` from their typed arguments. Logged metrics:
+    ``train/loss``, ``train/acc`` (per step), ``val/loss``, ``val/acc``, ``test/loss``,
+    ``test/acc`` (per epoch). BatchNorm layers are guarded against batches of one.
+    """
+
+    backbone: nn.Module
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._guarded = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def setup(self, stage: str) -> None:
+        if not self._guarded:
+            guard_batch_statistics(self.backbone)
+            self._guarded = True
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        self.log("train/acc", self.train_acc, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(dim=-1)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self(x)
+        accuracy.update(logits, y)
+        self.log(f"{split}/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
+        self.log(f"{split}/acc", accuracy, batch_size=len(y), prog_bar=split == "val")
+
+    def configure_optimizers(self) -> Any:
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = instantiate_class(groups, self.hparams.get("optimizer") or DEFAULT_OPTIMIZER)
+        scheduler_config = self.hparams.get("lr_scheduler")
+        if not scheduler_config:
+            return optimizer
+        scheduler = instantiate_class(optimizer, scheduler_config)
+        schedule: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_fit_start(self) -> None:
+        params = dict(self.hparams)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "hparams", None):
+            params["data"] = {"class": type(datamodule).__name__, **datamodule.hparams}
+        params["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
+        params["world_size"] = self.trainer.world_size
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                log_hparams_with_metrics(logger, params, HPARAM_METRICS)
+            else:
+                logger.log_hyperparams(params)
+
+
+class MLPClassifier(NormClassifier):
+    """An ``MLP`` classifier; the defaults are Ioffe & Szegedy's MNIST network with BN.
+
+    Args:
+        input_shape: shape of one sample; linked from the datamodule by the CLI.
+        num_classes: number of classes; linked from the datamodule by the CLI.
+        norm: registered norm name: bn, ln, gn, none, noisy_bn, ... (``in`` needs conv maps).
+        norm_kwargs: options of the norm, e.g. ``{num_groups: 20}`` for gn.
+        depth, width, activation, norm_position, init, init_gain: see ``normzoo.models.MLP``.
+        optimizer: ``{"class_path": ..., "init_args": {...}}``; SGD(lr=0.1, momentum=0.9) if None.
+        lr_scheduler: same form, or None for a constant learning rate.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        norm: str = "bn",
+        norm_kwargs: dict[str, Any] | None = None,
+        depth: int = 3,
+        width: int = 100,
+        activation: str = "relu",
+        norm_position: NormPosition = "before",
+        init: str = "default",
+        init_gain: float = 1.0,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(num_classes)
+        self.save_hyperparameters(logger=False)
+        self.backbone = MLP(
+            input_shape, num_classes, depth, width, activation, norm, norm_kwargs, norm_position, init, init_gain
+        )
+
+
+class CNNClassifier(NormClassifier):
+    """A VGG or ResNet classifier for image maps.
+
+    Args:
+        input_shape: ``(C, H, W)`` of one sample; linked from the datamodule by the CLI.
+        num_classes: number of classes; linked from the datamodule by the CLI.
+        arch: vgg11, vgg13, vgg16, resnet20 or resnet18.
+        norm: registered norm name: bn, ln, in, gn, none, noisy_bn, ...
+        norm_kwargs: options of the norm, e.g. ``{num_groups: 16}`` for gn.
+        activation: nonlinearity (relu in the papers).
+        init: weight init scheme; None picks the architecture's own (xavier for VGG,
+            as in Santurkar et al.; kaiming for ResNet, as in He et al.).
+        init_gain: multiplies the init scheme's standard deviation.
+        optimizer: ``{"class_path": ..., "init_args": {...}}``; SGD(lr=0.1, momentum=0.9) if None.
+        lr_scheduler: same form, or None for a constant learning rate.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        arch: str = "resnet20",
+        norm: str = "bn",
+        norm_kwargs: dict[str, Any] | None = None,
+        activation: str = "relu",
+        init: str | None = None,
+        init_gain: float = 1.0,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(num_classes)
+        self.save_hyperparameters(logger=False)
+        self.backbone = build_cnn(arch, input_shape, num_classes, norm, norm_kwargs, activation, init, init_gain)
+
+
+def build_cnn(
+    arch: str,
+    input_shape: Sequence[int] = (3, 32, 32),
+    num_classes: int = 10,
+    norm: str = "bn",
+    norm_kwargs: dict[str, Any] | None = None,
+    activation: str = "relu",
+    init: str | None = None,
+    init_gain: float = 1.0,
+) -> nn.Module:
+    """A VGG or ResNet backbone by architecture name (see ``CNN_ARCHS``)."""
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"A CNN needs image inputs of shape (C, H, W), got input_shape={tuple(input_shape)}. "
+            "Use MLPClassifier for feature vectors."
+        )
+    common = dict(input_shape=input_shape, num_classes=num_classes, norm=norm, norm_kwargs=norm_kwargs,
+                  activation=activation, init_gain=init_gain)
+    if arch in VGG_VARIANTS:
+        return VGG(arch, init=init or "xavier", **common)
+    if arch in RESNET_VARIANTS:
+        return ResNet(arch, init=init or "kaiming", **common)
+    raise ConfigError(f"Unknown CNN arch {arch!r}. Choose one of: {', '.join(CNN_ARCHS)}.")

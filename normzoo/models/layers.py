@@ -1,0 +1,104 @@
+"""Shared building blocks of the backbones: activations by name and weight initialization.
+
+Initialization follows nanoGPT's rule: a parameter with ``dim() >= 2`` is a weight matrix
+or conv kernel; everything else (biases, norm scales and shifts) is left to its module.
+No list of norm types is kept, so every norm, registered or user-made, is treated alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from normzoo.errors import ConfigError
+from normzoo.norms import cancels_bias
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,  # a deep linear network (Santurkar et al. 2018, Sec 3)
+}
+
+INIT_SCHEMES = ("default", "xavier", "kaiming", "lecun", "normal")
+"""Weight init schemes; each draws N(0, std^2) with std = gain * the scheme's base std:
+xavier sqrt(2 / (fan_in + fan_out)), kaiming sqrt(2 / fan_in), lecun sqrt(1 / fan_in),
+normal 1 (so the gain is the absolute std, e.g. Ioffe's "small Gaussian" 0.01 ... 0.1).
+``default`` keeps PyTorch's own init and multiplies it by the gain."""
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name; raises ``ValueError`` listing the valid names."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"Unknown activation {name!r}. Choose one of: {', '.join(ACTIVATIONS)}."
+        ) from None
+
+
+def check_init_scheme(scheme: str) -> None:
+    """Raise ``ValueError`` listing the valid schemes if ``scheme`` is not one of them."""
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"Unknown init scheme {scheme!r}. Choose one of: {', '.join(INIT_SCHEMES)}.")
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, scheme: str = "default", gain: float = 1.0) -> None:
+    """Re-initialize every module whose ``weight`` has ``dim() >= 2`` (see ``INIT_SCHEMES``).
+
+    Biases of those modules are zeroed unless the scheme is ``default``; norm parameters
+    (1-D) are never touched.
+    """
+    check_init_scheme(scheme)
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, nn.Parameter) or weight.dim() < 2:
+            continue
+        if scheme == "default":
+            weight.mul_(gain)
+            continue
+        fan_out, fan_in = weight.shape[0], weight[0].numel()
+        receptive = weight[0, 0].numel()
+        base = {
+            "xavier": math.sqrt(2.0 / (fan_in + fan_out * receptive)),
+            "kaiming": math.sqrt(2.0 / fan_in),
+            "lecun": math.sqrt(1.0 / fan_in),
+            "normal": 1.0,
+        }[scheme]
+        weight.normal_(0.0, gain * base)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            bias.zero_()
+
+
+class ConvNorm(nn.Sequential):
+    """A conv followed by a norm; the conv has a bias only when the norm does not cancel it."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: Callable[[int], nn.Module],
+        kernel_size: int = 3,
+        stride: int = 1,
+    ) -> None:
+        norm = norm_layer(out_channels)
+        conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride,
+            padding=kernel_size // 2, bias=not cancels_bias(norm),
+        )
+        super().__init__()
+        self.conv = conv
+        self.norm = norm
+
+
+def check_variant(kind: str, variant: str, known: dict) -> None:
+    """Raise ``ValueError`` naming the valid variants if ``variant`` is unknown."""
+    if variant not in known:
+        raise ConfigError(f"Unknown {kind} variant {variant!r}. Choose one of: {', '.join(known)}.")

@@ -1,0 +1,32 @@
+"""Questions models ask of a norm layer, answered from the module itself.
+
+Models build the norm first and ask it, instead of keeping type lists per norm name, so
+a user's own registered norm gets the same treatment by setting a class attribute.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+
+def cancels_bias(norm: nn.Module) -> bool:
+    """Whether ``norm`` subtracts a per-channel mean, making a bias right before it redundant.
+
+    True for BatchNorm (per-channel batch mean), InstanceNorm (per-sample, per-channel mean)
+    and GroupNorm with one channel per group. A module may declare it with a class
+    attribute ``cancels_bias``. LayerNorm and GroupNorm with larger groups subtract a mean
+    shared by several channels, so a per-channel bias still matters there.
+    """
+    declared = getattr(norm, "cancels_bias", None)
+    if declared is not None:
+        return bool(declared)
+    if isinstance(norm, (_BatchNorm, _InstanceNorm)):
+        return True
+    return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels
+
+
+def batch_norm_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
+    """Every BatchNorm-family layer in ``model`` (noisy BN's inner BN included), by name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)]

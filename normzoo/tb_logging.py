@@ -1,0 +1,55 @@
+"""TensorBoard helpers: hparams that point at the real metrics of a run.
+
+Lightning's ``TensorBoardLogger.log_hyperparams(params, metrics)`` writes the given metric
+values as scalars at step 0, which would put a fake first point on curves like
+``val/acc``. Here the hparams session only *names* the metrics; TensorBoard's hparams tab
+then reads their values from the run's own scalar summaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+
+def plain(value: Any) -> Any:
+    """``value`` with tuples turned into lists and mappings into dicts, for plain YAML."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def flatten_for_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to ``a/b`` keys with values TensorBoard's hparams tab accepts."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_for_hparams(value, prefix=f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+@rank_zero_only
+def log_hparams_with_metrics(
+    logger: TensorBoardLogger, params: Mapping[str, Any], metric_names: Iterable[str]
+) -> None:
+    """Write ``params`` to the hparams tab with ``metric_names`` as its metric columns.
+
+    Also records ``params`` in ``logger.hparams`` so ``hparams.yaml`` is saved with the run.
+    """
+    logger.hparams.update(plain(params))
+    flat = flatten_for_hparams(params)
+    experiment, session_start, session_end = hparams_summary(flat, {name: 0.0 for name in metric_names})
+    writer = logger.experiment._get_file_writer()
+    for summary in (experiment, session_start, session_end):
+        writer.add_summary(summary)

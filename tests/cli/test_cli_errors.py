@@ -1,0 +1,54 @@
+"""Bad input through the CLI: one clear message and exit status 2, never a deep traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from normzoo.cli import main
+
+QUICK = ["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run", "1",
+         "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--model.norm", "batchnorm"], "Unknown norm 'batchnorm'. Registered norms: bn, gn, in, ln"),
+        (["--model.norm", "gn"], "cannot split 100 channels into 32 groups"),
+        (["--model.norm", "in"], "'in' .* a feature vector has none"),
+        (["--model.activation", "swish"], "Unknown activation 'swish'"),
+        (["--data.dataset", "svhn"], "Unknown dataset 'svhn'"),
+        (["--data.batch_size", "1"], "batch_size=1 is too small"),
+        (["--data.dataset", "cifar10", "--data.download", "false", "--data.data_dir", "{tmp}"],
+         "Dataset 'cifar10' is not in .* download is off"),
+    ],
+)
+def test_bad_input_is_one_clear_message(overrides, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(QUICK + ["--runs_dir", str(tmp_path)] + [o.format(tmp=tmp_path) for o in overrides])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("normzoo: error: ") or "\nnormzoo: error: " in err
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_unknown_cnn_arch_through_the_cli(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "configs/cifar10/resnet_bn.yaml", "--model.arch", "resnet50",
+              "--data.dataset", "mnist5k", "--runs_dir", str(tmp_path), "--trainer.fast_dev_run", "1"])
+    assert "Unknown CNN arch 'resnet50'. Choose one of: vgg11" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point_prints_the_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "normzoo", "fit", "--config", "configs/quickstart.yaml", "--print_config"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "class_path: normzoo.models.MLPClassifier" in result.stdout
+    assert "norm: bn" in result.stdout

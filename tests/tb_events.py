@@ -1,0 +1,25 @@
+"""Read TensorBoard event files back, for assertions on what a run really logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+
+def load_events(run_dir: Path) -> EventAccumulator:
+    files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
+    assert len(files) == 1, f"expected one event file in {run_dir}, found {files}"
+    events = EventAccumulator(str(files[0]), size_guidance={"scalars": 0})
+    events.Reload()
+    return events
+
+
+def scalar_series(events: EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def hparams_plugin(events: EventAccumulator) -> dict[str, plugin_data_pb2.HParamsPluginData]:
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+            for tag, content in events.PluginTagToContent("hparams").items()}
