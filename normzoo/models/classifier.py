@@ -61,7 +61,7 @@ class NormClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if not self._guarded:
-            guard_batch_statistics(self.backbone)
+            guard_batch_statistics(self)
             self._guarded = True
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -95,21 +95,5 @@ def no_norm(num_features: int, dims: int) -> nn.Module:
     return nn.Identity()
 
 
-@register_norm("noisy_bn")
-def noisy_batch_norm(
-    num_features: int,
-    dims: int,
-    eps: float = 1e-5,
-    momentum: float | None = 0.1,
-    affine: bool = True,
-    track_running_stats: bool = True,
-    mean_range: tuple[float, float] = (-0.5, 0.5),
-    std_range: tuple[float, float] = (1.0, 1.25),
-    mean_spread: float = 0.1,
-    std_spread: float = 0.1,
-) -> nn.Module:
-    """BatchNorm plus Santurkar et al.'s per-step noise (see ``NoisyBatchNorm``)."""
-    return NoisyBatchNorm(
-        num_features, dims, eps, momentum, affine, track_running_stats,
-        mean_range, std_range, mean_spread, std_spread,
-    )
+# NoisyBatchNorm(num_features, dims, **options) already has a factory's signature.
+register_norm("noisy_bn", NoisyBatchNorm)

@@ -37,3 +37,15 @@ def test_quickstart_reaches_85_percent_and_logs_to_tensorboard(tmp_path, capsys)
 
     summary = capsys.readouterr().out
     assert "normzoo fit finished" in summary and "val/acc" in summary and str(run_dir) in summary
+
+
+def test_test_subcommand_evaluates_the_last_checkpoint(tmp_path, capsys):
+    common = ["--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    main(["fit", *common, "--trainer.max_steps", "5", "--trainer.limit_val_batches", "2"])
+    checkpoint = tmp_path / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    assert checkpoint.exists()
+    capsys.readouterr()
+    main(["test", *common, "--ckpt_path", str(checkpoint)])
+    out = capsys.readouterr().out
+    assert "normzoo test finished" in out and "test/acc" in out
+    assert list((tmp_path / "quickstart" / "version_1").glob("events.out.tfevents.*"))

@@ -1,0 +1,148 @@
+"""What every normzoo datamodule shares: linkable shapes and BatchNorm-safe loaders.
+
+A datamodule states ``input_shape`` and ``num_classes`` as soon as it is constructed, so
+``NormZooCLI`` can link them into the model (``link_arguments``) before any data is read.
+Training loaders drop a last batch that would hand BatchNorm a single sample (per rank
+under DDP); evaluation loaders keep every sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from normzoo.errors import ConfigError
+
+MIN_TRAIN_BATCH = 2
+"""Smallest batch a BatchNorm layer can compute statistics from."""
+
+
+class ImageTensorDataset(Dataset):
+    """Images held in memory as one uint8 tensor ``(N, C, H, W)``, normalized on access.
+
+    Keeping uint8 costs a quarter of the memory of floats and makes each item a cheap
+    slice; augmentation (random crop with zero padding, horizontal flip) runs on tensors.
+
+    Args:
+        images: uint8 tensor ``(N, C, H, W)``.
+        labels: int64 tensor ``(N,)``.
+        mean, std: per-channel normalization constants in [0, 1] pixel units.
+        augment: random crop (padding 4) and horizontal flip, for training sets.
+        pad_to: zero-pad images symmetrically to this height and width (e.g. 28 -> 32).
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: bool = False,
+        pad_to: int | None = None,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ConfigError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}.")
+        if pad_to is not None:
+            images = pad_images(images, pad_to)
+        self.images = images
+        self.labels = labels.long()
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1) * 255
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = self.images[index]
+        if self.augment:
+            image = random_crop_flip(image)
+        return (image.float() - self.mean) / self.std, self.labels[index]
+
+
+def pad_images(images: Tensor, size: int) -> Tensor:
+    """Zero-pad ``(N, C, H, W)`` images symmetrically to ``size x size``."""
+    height, width = images.shape[-2:]
+    if size < max(height, width):
+        raise ConfigError(f"pad_to={size} is smaller than the images ({height}x{width}).")
+    top, left = (size - height) // 2, (size - width) // 2
+    return torch.nn.functional.pad(images, (left, size - width - left, top, size - height - top))
+
+
+def random_crop_flip(image: Tensor, padding: int = 4) -> Tensor:
+    """torchvision's RandomCrop(padding) + RandomHorizontalFlip on one ``(C, H, W)`` tensor."""
+    height, width = image.shape[-2:]
+    padded = torch.nn.functional.pad(image, (padding,) * 4)
+    top = int(torch.randint(0, 2 * padding + 1, ()))
+    left = int(torch.randint(0, 2 * padding + 1, ()))
+    image = padded[:, top : top + height, left : left + width]
+    if torch.rand(()) < 0.5:
+        image = image.flip(-1)
+    return image
+
+
+class NormZooDataModule(L.LightningDataModule):
+    """Base datamodule: subclasses set ``train_set``/``val_set``/``test_set`` in ``setup``.
+
+    Args:
+        batch_size: training batch size per device.
+        eval_batch_size: batch size for validation/test/predict; defaults to ``batch_size``.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+    """
+
+    train_set: Dataset
+    val_set: Dataset
+    test_set: Dataset
+
+    def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+        super().__init__()
+        if batch_size < MIN_TRAIN_BATCH:
+            raise ConfigError(
+                f"batch_size={batch_size} is too small: BatchNorm needs at least {MIN_TRAIN_BATCH} "
+                "samples per batch in training. Use batch_size >= 2."
+            )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, known before ``setup``."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, known before ``setup``."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=self._drop_last(len(self.train_set)))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size)
+
+    def _drop_last(self, num_samples: int) -> bool:
+        """Drop the last training batch only if a rank's last batch would be too small for BN."""
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = math.ceil(num_samples / world_size)
+        return 0 < per_rank % self.batch_size < MIN_TRAIN_BATCH
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
