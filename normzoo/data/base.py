@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
 from normzoo.errors import ConfigError
 
 MIN_TRAIN_BATCH = 2
@@ -119,7 +120,8 @@ class NormZooDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=self._drop_last(len(self.train_set)))
+        drop_last = self._drop_last(len(self.train_set))
+        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
 from normzoo.errors import ConfigError, NormZooError
 
 

@@ -40,7 +40,8 @@ def test_quickstart_reaches_85_percent_and_logs_to_tensorboard(tmp_path, capsys)
 
 
 def test_test_subcommand_evaluates_the_last_checkpoint(tmp_path, capsys):
-    common = ["--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    common = ["--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path),
+              "--trainer.enable_progress_bar", "false"]
     main(["fit", *common, "--trainer.max_steps", "5", "--trainer.limit_val_batches", "2"])
     checkpoint = tmp_path / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     assert checkpoint.exists()
