@@ -38,3 +38,10 @@ def test_generated_configs_match_their_generator():
         sys.path.pop(0)
     for path, text in make_configs.expected_configs().items():
         assert path.read_text() == text, f"{path} is stale: run python scripts/make_configs.py"
+
+
+def test_run_name_and_runs_dir_place_the_run(tmp_path):
+    main(["fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path / "mine"), "--run_name", "bn_try",
+          "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"])
+    run_dir = tmp_path / "mine" / "bn_try" / "version_0"
+    assert (run_dir / "config.yaml").exists() and list(run_dir.glob("events.out.tfevents.*"))

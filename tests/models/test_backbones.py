@@ -95,3 +95,16 @@ def test_default_optimizer_and_scheduler():
     assert isinstance(config["optimizer"], torch.optim.SGD)
     assert config["optimizer"].defaults["lr"] == 0.1
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+
+
+def test_plateau_scheduler_monitors_validation_loss():
+    model = MLPClassifier(input_shape=(4,), lr_scheduler={
+        "class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau", "init_args": {"patience": 2}})
+    assert model.configure_optimizers()["lr_scheduler"]["monitor"] == "val/loss"
+
+
+def test_predict_step_returns_class_probabilities():
+    model = MLPClassifier(input_shape=(4,), num_classes=3).eval()
+    probabilities = model.predict_step((torch.randn(5, 4), torch.zeros(5)), 0)
+    assert probabilities.shape == (5, 3)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(5))
