@@ -96,11 +96,12 @@ class NormZooCLI(LightningCLI):
         if trainer.log_dir:
             runs = Path(trainer.log_dir).parent.parent
             lines.append(f"  logs: {trainer.log_dir}  (view: tensorboard --logdir {runs})")
-        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
-            trainer.checkpoint_callback, "last_model_path", ""
-        )
-        if stage == "fit" and checkpoint:
-            lines.append(f"  checkpoint: {checkpoint}")
+        callback = trainer.checkpoint_callback
+        if stage == "fit" and callback is not None:
+            for label, path in (("best", getattr(callback, "best_model_path", "")),
+                                ("last", getattr(callback, "last_model_path", ""))):
+                if path:
+                    lines.append(f"  {label} checkpoint: {path}")
         print("\n".join(lines), flush=True)
 
 
