@@ -71,6 +71,8 @@ class NormZooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.default_root_dir is None:  # checkpoints of logger-less runs (fast_dev_run) too
+            config.trainer.default_root_dir = config.runs_dir
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",

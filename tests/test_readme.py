@@ -28,8 +28,7 @@ def test_readme_python_examples_run(monkeypatch):
 
     from normzoo.models import MLP
 
-    model = MLP(input_shape=(12,), num_classes=3, depth=2, width=16, norm="rms")  # the README's own norm
-    x = torch.randn(4, 12)
-    assert model(x).shape == (4, 3)
-    rms = namespace["RMSNorm"](6)(torch.randn(5, 6, 3, 3))
-    torch.testing.assert_close(rms.pow(2).mean(dim=1), torch.ones(5, 3, 3), atol=1e-4, rtol=1e-4)
+    model = MLP(input_shape=(12,), num_classes=3, depth=2, width=16, norm="mean_only_bn")  # the README's norm
+    assert model(torch.randn(4, 12)).shape == (4, 3)
+    centred = namespace["MeanOnlyBatchNorm"](6)(torch.randn(5, 6, 3, 3) + 4)
+    torch.testing.assert_close(centred.mean(dim=(0, 2, 3)), torch.zeros(6), atol=1e-5, rtol=0)

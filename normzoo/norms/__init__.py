@@ -5,9 +5,13 @@ Public API::
     from normzoo.norms import available_norms, create_norm_layer, get_norm_layer, register_norm
 """
 
-from normzoo.norms import builtin as _builtin  # noqa: F401  (registers bn, ln, in, gn, none, noisy_bn)
+from normzoo.norms import builtin as _builtin  # noqa: F401  (registers the built-in keys)
+from normzoo.norms.batch_stats import BatchStatNorm
+from normzoo.norms.convert import freeze_norm, recalibrate_bn, replace_norm, unfreeze_norm
 from normzoo.norms.guards import BatchStatisticsError, guard_batch_statistics
-from normzoo.norms.layers import BatchNoise, NoisyBatchNorm
+from normzoo.norms.layers import BatchNoise, ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
+from normzoo.norms.lp_norm import LpBatchNorm
+from normzoo.norms.manual_bn import BatchNormFunction, ManualBatchNorm
 from normzoo.norms.registry import (
     NormConstructor,
     NormSpec,
@@ -18,10 +22,28 @@ from normzoo.norms.registry import (
     get_norm_layer,
     register_norm,
 )
-from normzoo.norms.traits import batch_norm_layers, cancels_bias
+from normzoo.norms.renorm import BatchRenorm
+from normzoo.norms.sync import NormZooSyncBatchNorm, convert_sync_norms, revert_sync_norms
+from normzoo.norms.traits import batch_norm_layers, cancels_bias, keeps_mean_and_variance
 
 __all__ = [
     "BatchNoise",
+    "BatchNormFunction",
+    "BatchRenorm",
+    "BatchStatNorm",
+    "ChannelLayerNorm",
+    "FrozenBatchNorm",
+    "LpBatchNorm",
+    "ManualBatchNorm",
+    "NormZooSyncBatchNorm",
+    "RMSNorm",
+    "convert_sync_norms",
+    "freeze_norm",
+    "keeps_mean_and_variance",
+    "recalibrate_bn",
+    "replace_norm",
+    "unfreeze_norm",
+    "revert_sync_norms",
     "BatchStatisticsError",
     "NoisyBatchNorm",
     "NormConstructor",

@@ -1,4 +1,4 @@
-"""The built-in registry entries: bn, ln, in, gn, none, noisy_bn.
+"""The built-in registry entries: bn, ln, in, gn, none, noisy_bn, and the variants below the table.
 
 Semantics (see DESIGN.md), for feature vectors ``(N, C)`` / conv maps ``(N, C, H, W)``:
 
@@ -15,15 +15,25 @@ Semantics (see DESIGN.md), for feature vectors ``(N, C)`` / conv maps ``(N, C, H
 Wu & He 2018; its affine is per channel. ``in`` keeps no running statistics and is
 affine by default (the GN paper's IN): it normalizes with each sample's own statistics in
 training and in eval. ``gn`` defaults to 32 groups, capped to the channel count.
+
+More keys: ``bn_manual`` (BN from its definition, hand-derived backward), ``bn_nostats``
+(BN without running statistics), ``frozen_bn`` (fixed statistics and affine),
+``batch_renorm`` (Ioffe 2017), ``rms`` (RMSNorm), ``ln_channel`` (per-position LayerNorm
+over channels), and Santurkar et al.'s ``l1``, ``l2``, ``linf`` batch normalizations.
 """
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from normzoo.errors import ConfigError
-from normzoo.norms.layers import NoisyBatchNorm
+from normzoo.norms.layers import ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
+from normzoo.norms.lp_norm import LpBatchNorm
+from normzoo.norms.manual_bn import ManualBatchNorm
 from normzoo.norms.registry import register_norm
+from normzoo.norms.renorm import BatchRenorm
 
 DEFAULT_GROUPS = 32
 
@@ -97,3 +107,53 @@ def no_norm(num_features: int, dims: int) -> nn.Module:
 
 # NoisyBatchNorm(num_features, dims, **options) already has a factory's signature.
 register_norm("noisy_bn", NoisyBatchNorm)
+
+
+# --- beyond the six: hand-written BN, variants, and Santurkar's l_p normalizations -----
+
+
+@register_norm("bn_manual")
+def manual_batch_norm(
+    num_features: int, dims: int, eps: float = 1e-5, momentum: float | None = 0.1,
+    affine: bool = True, track_running_stats: bool = True,
+) -> nn.Module:
+    """BatchNorm from its definition with the derived closed-form backward (``ManualBatchNorm``)."""
+    return ManualBatchNorm(num_features, dims, eps, momentum, affine, track_running_stats)
+
+
+@register_norm("bn_nostats")
+def batch_norm_without_running_stats(num_features: int, dims: int, eps: float = 1e-5, affine: bool = True) -> nn.Module:
+    """BatchNorm without running statistics: batch statistics in training and in eval."""
+    return batch_norm(num_features, dims, eps=eps, affine=affine, track_running_stats=False)
+
+
+@register_norm("rms")
+def rms_norm(num_features: int, dims: int, eps: float = 1e-6, affine: bool = True) -> nn.Module:
+    """RMSNorm: per sample, over the features / (C, H, W), no centring (``RMSNorm``)."""
+    return RMSNorm(num_features, dims, eps, affine)
+
+
+@register_norm("ln_channel")
+def channel_layer_norm(num_features: int, dims: int, eps: float = 1e-5, affine: bool = True) -> nn.Module:
+    """LayerNorm over the channels at each position of a map; plain LayerNorm for vectors."""
+    if dims == 1:
+        return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+    return ChannelLayerNorm(num_features, eps, affine)
+
+
+register_norm("batch_renorm", BatchRenorm)  # Ioffe 2017; (num_features, dims, **options)
+register_norm("frozen_bn", FrozenBatchNorm)  # fixed statistics and affine: the identity from scratch
+
+
+def _lp_factory(p: float):  # noqa: ANN202 - a registry factory
+    def lp_batch_norm(
+        num_features: int, dims: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True
+    ) -> nn.Module:
+        return LpBatchNorm(num_features, dims, p, eps, momentum, affine)
+
+    lp_batch_norm.__doc__ = f"Santurkar et al. Sec 3.3: centre, then divide by the batch's average l_{p} norm."
+    return lp_batch_norm
+
+
+for _key, _p in (("l1", 1.0), ("l2", 2.0), ("linf", math.inf)):
+    register_norm(_key, _lp_factory(_p))

@@ -14,6 +14,10 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.utils.hooks import RemovableHandle
 
 from normzoo.errors import NormZooError
+from normzoo.norms.batch_stats import BatchStatNorm
+
+BATCH_STATISTICS = (_BatchNorm, BatchStatNorm)
+"""Layers that normalize with statistics over the batch."""
 
 
 class BatchStatisticsError(NormZooError, ValueError):
@@ -31,15 +35,15 @@ class _SingleValueGuard:
         if x.dim() < 2:
             return
         kind = type(module).__name__
-        if isinstance(module, _BatchNorm) and module.training and x.numel() == x.shape[1]:
+        uses_input_stats = module.training or not getattr(module, "track_running_stats", False)
+        if isinstance(module, BATCH_STATISTICS) and uses_input_stats and x.numel() == x.shape[1]:
             raise BatchStatisticsError(
-                f"BatchNorm layer '{self.name}' ({kind}) got 1 value per channel in training "
+                f"BatchNorm layer '{self.name}' ({kind}) got 1 value per channel "
                 f"(input shape {tuple(x.shape)}): batch statistics need at least 2. Fixes: "
                 "train with a batch size of 2 or more (normzoo's training loaders drop a last "
                 "batch of 1), use a batch-independent norm (norm: ln, gn, in or none), or put "
-                "the model in eval mode."
+                "the model in eval mode (for layers with running statistics)."
             )
-        uses_input_stats = module.training or not getattr(module, "track_running_stats", False)
         if isinstance(module, _InstanceNorm) and uses_input_stats and x[0, 0].numel() == 1:
             raise BatchStatisticsError(
                 f"InstanceNorm layer '{self.name}' ({kind}) got a 1x1 map per channel (input "
@@ -54,5 +58,5 @@ def guard_batch_statistics(model: nn.Module) -> list[RemovableHandle]:
     return [
         module.register_forward_pre_hook(_SingleValueGuard(name))
         for name, module in model.named_modules()
-        if isinstance(module, (_BatchNorm, _InstanceNorm))
+        if isinstance(module, (*BATCH_STATISTICS, _InstanceNorm))
     ]

@@ -105,9 +105,93 @@ class NoisyBatchNorm(nn.Module):
         std_spread: float = 0.1,
     ) -> None:
         super().__init__()
+        self.num_features, self.dims = num_features, dims
         bn_class = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
         self.bn = bn_class(num_features, eps, momentum, affine, track_running_stats)
         self.noise = BatchNoise(mean_range, std_range, mean_spread, std_spread)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.noise(self.bn(x))
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (Zhang & Sennrich 2019): LayerNorm without centring, ``y = x / rms(x) * gamma``.
+
+    ``rms`` is taken per sample over the features (vectors) or over (C, H, W) (maps), like
+    ``ln``; the learnable gain is per channel. Computed in float32 under autocast.
+
+    Args:
+        num_features: features or channels.
+        dims: 1 for ``(N, C)``, 2 for ``(N, C, H, W)``.
+        eps: added to the mean square.
+        affine: learn the per-channel gain.
+    """
+
+    normzoo_norm = True
+
+    def __init__(self, num_features: int, dims: int = 2, eps: float = 1e-6, affine: bool = True) -> None:
+        super().__init__()
+        self.num_features, self.dims, self.eps = num_features, dims, eps
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        mean_square = xf.pow(2).mean(dim=tuple(range(1, x.dim())), keepdim=True)
+        y = xf * torch.rsqrt(mean_square + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.to(y.dtype).view(1, -1, *([1] * (x.dim() - 2)))
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, dims={self.dims}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels at each spatial position of a map (ConvNeXt's LayerNorm2d).
+
+    For ``(N, C, H, W)`` inputs every pixel's C-vector is normalized on its own, unlike
+    ``ln``, which normalizes over (C, H, W) together.
+    """
+
+    normzoo_norm = True
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__(num_features, eps=eps, elementwise_affine=affine)
+        self.num_features, self.dims = num_features, 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters: ``y = (x - mean) / sqrt(var + eps) * w + b``.
+
+    All four are buffers, so nothing trains and no mode changes them (torchvision's
+    FrozenBatchNorm2d, as used when fine-tuning detectors). Built from scratch it is the
+    identity; load a BatchNorm's ``state_dict`` into it to freeze that layer. Not a
+    ``_BatchNorm`` subclass, so sync conversion leaves it alone.
+    """
+
+    normzoo_norm = True
+    cancels_bias = False  # fixed statistics do not remove a bias
+
+    def __init__(self, num_features: int, dims: int = 2, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features, self.dims, self.eps = num_features, dims, eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        state_dict.pop(prefix + "num_batches_tracked", None)  # accept a BatchNorm's state_dict
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        return (x * scale.view(shape) + shift.view(shape)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, dims={self.dims}, eps={self.eps}"

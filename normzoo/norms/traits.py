@@ -6,9 +6,12 @@ a user's own registered norm gets the same treatment by setting a class attribut
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
+
+from normzoo.norms.batch_stats import BatchStatNorm
 
 
 def cancels_bias(norm: nn.Module) -> bool:
@@ -25,6 +28,15 @@ def cancels_bias(norm: nn.Module) -> bool:
     if isinstance(norm, (_BatchNorm, _InstanceNorm)):
         return True
     return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels
+
+
+def keeps_mean_and_variance(module: nn.Module) -> bool:
+    """Whether ``module`` normalizes eval inputs with running mean and variance buffers (BN-style)."""
+    return (
+        isinstance(module, (_BatchNorm, BatchStatNorm))
+        and bool(getattr(module, "track_running_stats", False))
+        and isinstance(getattr(module, "running_var", None), torch.Tensor)
+    )
 
 
 def batch_norm_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:

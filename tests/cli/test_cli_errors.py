@@ -17,7 +17,7 @@ QUICK = ["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run",
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["--model.norm", "batchnorm"], "Unknown norm 'batchnorm'. Registered norms: bn, gn, in, ln"),
+        (["--model.norm", "batchnorm"], "Unknown norm 'batchnorm'. Registered norms: .*bn_manual.*noisy_bn, none"),
         (["--model.norm", "gn"], "cannot split 100 channels into 32 groups"),
         (["--model.norm", "in"], "'in' .* a feature vector has none"),
         (["--model.activation", "swish"], "Unknown activation 'swish'"),

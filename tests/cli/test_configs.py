@@ -18,7 +18,9 @@ def test_config_runs_fast_dev_run_on_embedded_data(config, tmp_path):
     overrides = ["--runs_dir", str(tmp_path), "--trainer.fast_dev_run", "2", "--trainer.enable_progress_bar", "false"]
     if "quickstart" not in config.name:  # the MNIST / CIFAR-10 configs read torchvision data otherwise
         overrides += ["--data.dataset", "mnist5k", "--data.batch_size", "8", "--data.val_size", "0"]
+    before = sorted(p.name for p in ROOT.iterdir())
     main(["fit", "--config", str(config), *overrides])
+    assert sorted(p.name for p in ROOT.iterdir()) == before, "the run wrote into the checkout, not runs_dir"
 
 
 def test_there_is_a_config_per_family_and_norm():
