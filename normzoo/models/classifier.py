@@ -105,10 +105,10 @@ class NormClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_fit_start(self) -> None:
-        params = dict(self.hparams)
+        params = public_hparams(self.hparams)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and getattr(datamodule, "hparams", None):
-            params["data"] = {"class": type(datamodule).__name__, **datamodule.hparams}
+            params["data"] = {"class": type(datamodule).__name__, **public_hparams(datamodule.hparams)}
         params["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
         params["world_size"] = self.trainer.world_size
         for logger in self.loggers:
@@ -116,6 +116,11 @@ class NormClassifier(L.LightningModule):
                 log_hparams_with_metrics(logger, params, HPARAM_METRICS)
             else:
                 logger.log_hyperparams(params)
+
+
+def public_hparams(hparams: Any) -> dict[str, Any]:
+    """Hyperparameters without LightningCLI's private ``_class_path`` / ``_instantiator`` entries."""
+    return {key: value for key, value in dict(hparams).items() if not str(key).startswith("_")}
 
 
 class MLPClassifier(NormClassifier):
