@@ -1,3 +1,10 @@
-"""Diagnostics callbacks (distribution drift, dead units, running statistics, landscape)."""
+"""Diagnostics callbacks that work with any LightningModule, logging under ``diagnostics/<callback>/<layer>/<stat>``.
 
-__all__: list[str] = []
+Available now: ``ActivationDrift`` (Ioffe & Szegedy Fig 1). The shared helpers are in
+``normzoo.callbacks.probe`` (layer selection, input capture, side-effect-free measurement)
+and ``normzoo.callbacks.distribution`` (percentiles and 1-Wasserstein on device, any size).
+"""
+
+from normzoo.callbacks.activation_drift import ActivationDrift
+
+__all__ = ["ActivationDrift"]

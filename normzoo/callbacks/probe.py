@@ -1,0 +1,106 @@
+"""Shared helpers of the diagnostics callbacks: which layers to watch, capturing their inputs
+around one measured forward pass, and leaving the model exactly as it was.
+
+Hooks live only inside ``capture_inputs``; nothing keeps activations past a measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from normzoo.errors import ConfigError
+
+NONLINEARITIES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Softplus)
+"""Module types whose inputs are "the input of a nonlinearity" (Ioffe & Szegedy Fig 1)."""
+
+
+def select_layers(model: nn.Module, names: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The layers to watch: the named ones, or by default every nonlinearity module.
+
+    Raises:
+        ConfigError: a named layer does not exist, or the model has no nonlinearity modules.
+    """
+    modules = dict(model.named_modules())
+    if names:
+        missing = [name for name in names if name not in modules]
+        if missing:
+            raise ConfigError(
+                f"No layer named {', '.join(map(repr, missing))} in {type(model).__name__}. "
+                f"Some layer names: {', '.join(list(n for n in modules if n)[:12])}, ..."
+            )
+        return [(name, modules[name]) for name in names]
+    chosen = [(name, m) for name, m in modules.items() if isinstance(m, NONLINEARITIES)]
+    if not chosen:
+        raise ConfigError(
+            f"{type(model).__name__} has no nonlinearity modules (nn.ReLU, nn.Tanh, ...) to watch; "
+            "functional activations cannot be hooked. Name the layers to watch with layers=[...]."
+        )
+    return chosen
+
+
+class _InputRecorder:
+    """Forward pre-hook that keeps the (detached) input of one layer from one forward pass."""
+
+    def __init__(self, store: dict[str, Tensor], name: str) -> None:
+        self.store, self.name = store, name
+
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        self.store[self.name] = inputs[0].detach()
+
+
+@contextmanager
+def capture_inputs(layers: Sequence[tuple[str, nn.Module]]) -> Iterator[dict[str, Tensor]]:
+    """Record each layer's input during the forward passes inside the block; hooks always removed."""
+    store: dict[str, Tensor] = {}
+    handles = [module.register_forward_pre_hook(_InputRecorder(store, name)) for name, module in layers]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Run a measurement without side effects: buffers (BN statistics), modes and RNG restored.
+
+    A train-mode probe forward would otherwise update BatchNorm running statistics and
+    advance the RNG (noisy BN, dropout), changing the training run being measured.
+    """
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    modes = {module: module.training for module in model.modules()}
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in buffers:
+                    buffer.copy_(buffers[name])
+        for module, training in modes.items():
+            module.training = training
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def batch_inputs(batch: Any) -> Tensor:
+    """The model input of a batch: the batch itself, or the first item of a tuple/list/dict."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for value in batch.values():
+            if isinstance(value, Tensor):
+                return value
+    raise ConfigError(
+        f"Cannot find the model input in a batch of type {type(batch).__name__}; diagnostics expect a "
+        "tensor or a (inputs, targets, ...) tuple."
+    )

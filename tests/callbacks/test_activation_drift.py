@@ -1,0 +1,115 @@
+"""ActivationDrift: oracles against numpy, no side effects on training, TensorBoard output, resume state."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from normzoo.callbacks import ActivationDrift
+from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
+from normzoo.errors import ConfigError
+from normzoo.models import MLPClassifier
+from tests.tb_events import load_events
+
+
+def loader(n: int = 96, batch_size: int = 16) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=generator) * 2 + 1
+    y = torch.randint(0, 3, (n,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def model(norm: str = "bn") -> MLPClassifier:
+    return MLPClassifier(input_shape=(8,), num_classes=3, depth=2, width=12, activation="sigmoid", norm=norm)
+
+
+def test_percentiles_and_w1_match_numpy_and_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=999), rng.normal(1, 2, size=999)
+    sa, sb = sorted_sample(torch.tensor(a), 10_000), sorted_sample(torch.tensor(b), 10_000)
+    qs = [0, 15, 50, 85, 100]
+    np.testing.assert_allclose(percentiles(sa, qs).numpy(), np.percentile(a, qs), rtol=1e-5)
+    np.testing.assert_allclose(float(wasserstein1(sa, sb)), scipy_stats.wasserstein_distance(a, b), rtol=1e-5)
+
+
+def test_statistics_work_beyond_torch_quantiles_16m_limit():
+    x = torch.arange(17_000_000, dtype=torch.float32).flip(0)
+    values = sorted_sample(x, 100_000)
+    assert values.numel() <= 100_000 and bool((values[1:] >= values[:-1]).all())
+    median = float(percentiles(values, [50])[0])
+    assert abs(median - 8_500_000) < 0.01 * 17_000_000
+
+
+def test_first_measurement_matches_a_direct_computation(trainer_kwargs):
+    L.seed_everything(0)
+    net = model()
+    initial = copy.deepcopy(net)
+    drift = ActivationDrift(every_n_steps=1, probe_size=16, mode="train")
+    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[drift])).fit(net, loader())
+    probe = next(iter(loader()))[0][:16]
+    captured = {}
+    layer = initial.backbone.blocks[1].act
+    layer.register_forward_pre_hook(lambda m, inputs: captured.setdefault("x", inputs[0].detach()))
+    with torch.no_grad():
+        initial.train()(probe)
+    expected = np.percentile(captured["x"].numpy().ravel(), [15, 50, 85])
+    record = drift.history["backbone.blocks.1.act"][0]
+    np.testing.assert_allclose([record["p15"], record["p50"], record["p85"]], expected, rtol=1e-5)
+    assert record["w1_first"] == 0.0 and record["step"] == 0.0
+
+
+@pytest.mark.parametrize("norm", ["bn", "noisy_bn"])
+def test_measuring_leaves_the_training_run_bit_identical(norm, trainer_kwargs):
+    def run(callbacks):
+        L.seed_everything(0)
+        net = model(norm)
+        L.Trainer(**trainer_kwargs(max_steps=12, callbacks=callbacks)).fit(net, loader())
+        return net.state_dict()
+
+    plain = run([])
+    measured = run([ActivationDrift(every_n_steps=2, probe_size=16)])
+    for key, value in plain.items():
+        assert torch.equal(value, measured[key]), key
+
+
+def test_logs_metrics_and_figure_to_tensorboard_with_cadence(tmp_path, trainer_kwargs):
+    drift = ActivationDrift(every_n_steps=5, probe_size=16)
+    logger = TensorBoardLogger(tmp_path, name="drift", default_hp_metric=False)
+    net = model()
+    trainer = L.Trainer(**trainer_kwargs(max_steps=18, callbacks=[drift], logger=logger, log_every_n_steps=1))
+    trainer.fit(net, loader())
+    assert [r["step"] for r in drift.history["backbone.blocks.0.act"]] == [0.0, 5.0, 10.0, 15.0]
+    events = load_events(tmp_path / "drift" / "version_0")
+    tags = events.Tags()
+    for stat in ("p15", "p50", "p85", "mean", "std", "w1_prev", "w1_first"):
+        series = events.Scalars(f"diagnostics/activation_drift/backbone.blocks.1.act/{stat}")
+        assert [e.step for e in series] == [0, 5, 10, 15]
+    assert "diagnostics/activation_drift/backbone.blocks.1.act/bands" in tags["images"]
+    for module in net.modules():
+        assert not module._forward_pre_hooks or all(
+            type(h).__name__ == "_SingleValueGuard" for h in module._forward_pre_hooks.values()
+        )
+
+
+def test_state_dict_round_trip_continues_the_curves(trainer_kwargs):
+    drift = ActivationDrift(every_n_steps=3, probe_size=16)
+    L.Trainer(**trainer_kwargs(max_steps=7, callbacks=[drift])).fit(model(), loader())
+    restored = ActivationDrift(every_n_steps=3, probe_size=16)
+    restored.load_state_dict(copy.deepcopy(drift.state_dict()))
+    assert restored.history == drift.history
+    assert torch.equal(restored.state_dict()["probe"], drift.state_dict()["probe"])
+    assert restored.state_dict()["last_step"] == 6
+
+
+def test_bad_settings_are_clear(trainer_kwargs):
+    with pytest.raises(ConfigError, match="No layer named 'nope'"):
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(layers=["nope"])])).fit(model(), loader())
+    with pytest.raises(ConfigError, match="mode must be 'train' or 'eval'"):
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(mode="test")])).fit(model(), loader())
