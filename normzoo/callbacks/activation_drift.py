@@ -10,14 +10,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from normzoo.callbacks.base import ProbeCallback
 from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
-from normzoo.callbacks.probe import batch_inputs, capture_inputs, preserved_state, select_layers
 from normzoo.errors import ConfigError
 
 PREFIX = "diagnostics/activation_drift"
 
 
-class ActivationDrift(L.Callback):
+class ActivationDrift(ProbeCallback):
     """Track the distribution of each nonlinearity's input on a fixed probe batch over training.
 
     Ioffe & Szegedy's Fig 1 shows the {15, 50, 85}th percentiles of a sigmoid's input in the
@@ -55,6 +55,8 @@ class ActivationDrift(L.Callback):
         trainer = Trainer(callbacks=[ActivationDrift(every_n_steps=200)])
     """
 
+    name = "activation_drift"
+
     def __init__(
         self,
         every_n_steps: int = 100,
@@ -65,32 +67,20 @@ class ActivationDrift(L.Callback):
         max_elements: int = 100_000,
         log_figure: bool = True,
     ) -> None:
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps, layers, probe_size, mode)
         self.percentiles = tuple(float(q) for q in percentiles)
-        self.layer_names = list(layers) if layers else None
-        self.probe_size = probe_size
-        self.mode = mode
         self.max_elements = max_elements
         self.log_figure = log_figure
         self.history: dict[str, list[dict[str, float]]] = {}
         self._first: dict[str, Tensor] = {}
         self._previous: dict[str, Tensor] = {}
-        self._probe: Tensor | None = None
-        self._last_step = -1
-        self._layers: list[tuple[str, Any]] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.every_n_steps < 1 or self.probe_size < 1 or self.max_elements < 2:
-            raise ConfigError("ActivationDrift needs every_n_steps >= 1, probe_size >= 1 and max_elements >= 2.")
-        if self.mode not in ("train", "eval"):
-            raise ConfigError(f"ActivationDrift mode must be 'train' or 'eval', got {self.mode!r}.")
+        if self.max_elements < 2:
+            raise ConfigError("ActivationDrift needs max_elements >= 2.")
         if not all(0 <= q <= 100 for q in self.percentiles):
             raise ConfigError(f"percentiles must lie in [0, 100], got {self.percentiles}.")
-        self._layers = select_layers(pl_module, self.layer_names)
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
-        self._collect_probe(batch)
-        self._maybe_measure(trainer, pl_module)
+        super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.log_figure:
@@ -98,51 +88,24 @@ class ActivationDrift(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            **super().state_dict(),
             "history": self.history,
             "first": {k: v.cpu() for k, v in self._first.items()},
             "previous": {k: v.cpu() for k, v in self._previous.items()},
-            "probe": None if self._probe is None else self._probe.cpu(),
-            "last_step": self._last_step,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.history = state_dict["history"]
         self._first, self._previous = dict(state_dict["first"]), dict(state_dict["previous"])
-        self._probe = state_dict["probe"]
-        self._last_step = state_dict["last_step"]
 
-    # --- helpers -------------------------------------------------------------------------
-
-    def _collect_probe(self, batch: Any) -> None:
-        if self._probe is not None and len(self._probe) >= self.probe_size:
-            return
-        inputs = batch_inputs(batch).detach()
-        self._probe = inputs if self._probe is None else torch.cat([self._probe.to(inputs.device), inputs])
-        self._probe = self._probe[: self.probe_size]
-
-    def _maybe_measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps or step == self._last_step or self._probe is None:
-            return
-        if len(self._probe) < self.probe_size and step == 0:
-            return  # still collecting the probe; later steps measure whatever a small loader gave
-        self._last_step = step
-        self._measure(trainer, pl_module, step)
-
-    @torch.no_grad()
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        probe = self._probe.to(pl_module.device)
-        with preserved_state(pl_module), capture_inputs(self._layers) as captured:
-            pl_module.train(self.mode == "train")
-            pl_module(probe)
+    def measure(self, trainer: L.Trainer, captured: dict[str, Tensor], step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        for name, _ in self._layers:
+        for name, _ in self.layers:
             local = sorted_sample(captured[name], self.max_elements)
             values = trainer.strategy.all_gather(local).flatten().sort().values if trainer.world_size > 1 else local
             metrics.update(self._layer_metrics(name, values, step))
-        del captured
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+        return metrics
 
     def _layer_metrics(self, name: str, values: Tensor, step: int) -> dict[str, float]:
         first = self._first.setdefault(name, values)

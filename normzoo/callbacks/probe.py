@@ -104,3 +104,45 @@ def batch_inputs(batch: Any) -> Tensor:
         f"Cannot find the model input in a batch of type {type(batch).__name__}; diagnostics expect a "
         "tensor or a (inputs, targets, ...) tuple."
     )
+
+
+class ProbeBatch:
+    """A fixed probe: the first ``size`` training samples (inputs, and targets when present).
+
+    Collected from the batches the callback sees at the start of training, kept on the
+    model's device for the run, and saved in the callback's state so a resumed run measures
+    the same samples.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.inputs: Tensor | None = None
+        self.targets: Tensor | None = None
+
+    def collect(self, batch: Any) -> None:
+        if self.full:
+            return
+        inputs = batch_inputs(batch).detach()
+        targets = batch[1].detach() if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+        self.inputs = _append(self.inputs, inputs)[: self.size]
+        if isinstance(targets, Tensor) and len(targets) == len(inputs):
+            self.targets = _append(self.targets, targets)[: self.size]
+
+    @property
+    def full(self) -> bool:
+        return self.inputs is not None and len(self.inputs) >= self.size
+
+    def ready(self, step: int) -> bool:
+        """Measurable at ``step``: full, or (after step 0) whatever a small loader provided."""
+        return self.inputs is not None and (self.full or step > 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"inputs": None if self.inputs is None else self.inputs.cpu(),
+                "targets": None if self.targets is None else self.targets.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inputs, self.targets = state["inputs"], state["targets"]
+
+
+def _append(existing: Tensor | None, new: Tensor) -> Tensor:
+    return new if existing is None else torch.cat([existing.to(new.device), new])

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from normzoo.callbacks import ActivationDrift
+from normzoo.callbacks import ActivationDrift, DeadUnits
 from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
 from normzoo.errors import ConfigError
 from normzoo.models import MLPClassifier
@@ -65,8 +65,9 @@ def test_first_measurement_matches_a_direct_computation(trainer_kwargs):
     assert record["w1_first"] == 0.0 and record["step"] == 0.0
 
 
+@pytest.mark.parametrize("callback_class", [ActivationDrift, DeadUnits])
 @pytest.mark.parametrize("norm", ["bn", "noisy_bn"])
-def test_measuring_leaves_the_training_run_bit_identical(norm, trainer_kwargs):
+def test_measuring_leaves_the_training_run_bit_identical(norm, callback_class, trainer_kwargs):
     def run(callbacks):
         L.seed_everything(0)
         net = model(norm)
@@ -74,7 +75,7 @@ def test_measuring_leaves_the_training_run_bit_identical(norm, trainer_kwargs):
         return net.state_dict()
 
     plain = run([])
-    measured = run([ActivationDrift(every_n_steps=2, probe_size=16)])
+    measured = run([callback_class(every_n_steps=2, probe_size=16)])
     for key, value in plain.items():
         assert torch.equal(value, measured[key]), key
 
@@ -104,8 +105,8 @@ def test_state_dict_round_trip_continues_the_curves(trainer_kwargs):
     restored = ActivationDrift(every_n_steps=3, probe_size=16)
     restored.load_state_dict(copy.deepcopy(drift.state_dict()))
     assert restored.history == drift.history
-    assert torch.equal(restored.state_dict()["probe"], drift.state_dict()["probe"])
-    assert restored.state_dict()["last_step"] == 6
+    assert torch.equal(restored.state_dict()["probe"]["inputs"], drift.state_dict()["probe"]["inputs"])
+    assert restored.last_step == 6
 
 
 def test_bad_settings_are_clear(trainer_kwargs):

@@ -1,0 +1,74 @@
+"""DeadUnits on constructed activations: exact dead and saturated fractions, image, no side effects."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from normzoo.callbacks import DeadUnits
+from normzoo.errors import ConfigError
+from tests.tb_events import load_events
+
+
+class ConstructedNet(L.LightningModule):
+    """A user's own LightningModule: 8 ReLU units of which 2 are dead, 6 tanh units of which 3 saturate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.relu = nn.Linear(4, 8), nn.ReLU()
+        self.fc2, self.tanh = nn.Linear(8, 6), nn.Tanh()
+        self.head = nn.Linear(6, 2)
+        with torch.no_grad():
+            self.fc1.weight.normal_(0, 0.1)
+            self.fc1.bias.fill_(1.0)
+            self.fc1.weight[:2] = 0.0
+            self.fc1.bias[:2] = -1.0  # units 0, 1: input -1 for every example: dead
+            self.fc2.weight.zero_()
+            self.fc2.bias.copy_(torch.tensor([10.0, -10.0, 10.0, 0.0, 0.1, -0.2]))  # 3 saturated units
+
+    def forward(self, x):
+        return self.head(self.tanh(self.fc2(self.relu(self.fc1(x)))))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)  # keep the construction through training
+
+
+def data() -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(64, 4, generator=generator), torch.randint(0, 2, (64,))), batch_size=16)
+
+
+def test_dead_and_saturated_fractions_are_exact(tmp_path, trainer_kwargs):
+    callback = DeadUnits(every_n_steps=2, probe_size=16)
+    logger = TensorBoardLogger(tmp_path, name="dead", default_hp_metric=False)
+    L.Trainer(**trainer_kwargs(max_steps=4, callbacks=[callback], logger=logger)).fit(ConstructedNet(), data())
+    assert [r["dead_fraction"] for r in callback.history["relu"]] == [0.25, 0.25]
+    assert [r["saturated_fraction"] for r in callback.history["tanh"]] == [0.5, 0.5]
+    events = load_events(tmp_path / "dead" / "version_0")
+    assert [e.value for e in events.Scalars("diagnostics/dead_units/relu/dead_fraction")] == [0.25, 0.25]
+    assert [e.step for e in events.Scalars("diagnostics/dead_units/tanh/saturated_fraction")] == [0, 2]
+    assert "diagnostics/dead_units/tanh/saturation" in events.Tags()["images"]
+
+
+def test_threshold_moves_the_cut():
+    net = ConstructedNet()
+    loose = DeadUnits(threshold=0.05)
+    loose.layers = [("tanh", net.tanh)]
+    x = net.fc2(net.relu(net.fc1(torch.randn(10, 4))))
+    # tanh(0.1) = 0.0997 and tanh(-0.2) = -0.197 now count as saturated, tanh(0) does not
+    record = loose.measure(L.Trainer(accelerator="cpu", logger=False), {"tanh": x.detach()}, step=0)
+    assert record["diagnostics/dead_units/tanh/saturated_fraction"] == pytest.approx(5 / 6)
+
+
+def test_bad_threshold_is_clear(trainer_kwargs):
+    with pytest.raises(ConfigError, match="threshold must lie in"):
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[DeadUnits(threshold=1.5)])).fit(ConstructedNet(), data())
