@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from normzoo.callbacks.base import ProbeCallback
+from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 
 PREFIX = "diagnostics/dead_units"
@@ -84,11 +85,11 @@ class DeadUnits(ProbeCallback):
                 output = module(x)
                 tails = (output if isinstance(module, nn.Tanh) else 2 * output - 1).abs() > self.threshold
                 counts = torch.stack([tails.sum().float(), torch.tensor(float(tails.numel()), device=x.device)])
-                counts = _sum_over_ranks(trainer, counts)
+                counts = sum_over_ranks(trainer, counts)
                 stats[f"{name}/saturated_fraction"] = counts[0] / counts[1]
                 self._maps[name] = tails.float().flatten(2).mean(-1) if tails.dim() > 2 else tails.float()
             else:
-                active = _sum_over_ranks(trainer, (x > 0).sum(dim=reduce_dims).float())
+                active = sum_over_ranks(trainer, (x > 0).sum(dim=reduce_dims).float())
                 stats[f"{name}/dead_fraction"] = (active == 0).float().mean()
         values = torch.stack(list(stats.values())).tolist() if stats else []  # the one host sync
         record = dict(zip(stats, values, strict=True))
@@ -114,6 +115,3 @@ class DeadUnits(ProbeCallback):
         super().load_state_dict(state_dict)
         self.history = state_dict["history"]
 
-
-def _sum_over_ranks(trainer: L.Trainer, tensor: Tensor) -> Tensor:
-    return trainer.strategy.reduce(tensor, reduce_op="sum") if trainer.world_size > 1 else tensor

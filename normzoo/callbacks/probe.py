@@ -146,3 +146,8 @@ class ProbeBatch:
 
 def _append(existing: Tensor | None, new: Tensor) -> Tensor:
     return new if existing is None else torch.cat([existing.to(new.device), new])
+
+
+def sum_over_ranks(trainer: Any, tensor: Tensor) -> Tensor:
+    """``tensor`` summed over all ranks (on device); the tensor itself in a single process."""
+    return trainer.strategy.reduce(tensor, reduce_op="sum") if trainer.world_size > 1 else tensor

@@ -7,7 +7,7 @@ Public API::
 
 from normzoo.norms import builtin as _builtin  # noqa: F401  (registers the built-in keys)
 from normzoo.norms.batch_stats import BatchStatNorm
-from normzoo.norms.convert import freeze_norm, recalibrate_bn, replace_norm, unfreeze_norm
+from normzoo.norms.convert import freeze_norm, norm_layers, recalibrate_bn, replace_norm, unfreeze_norm
 from normzoo.norms.guards import BatchStatisticsError, guard_batch_statistics
 from normzoo.norms.layers import BatchNoise, ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
 from normzoo.norms.lp_norm import LpBatchNorm
@@ -40,6 +40,7 @@ __all__ = [
     "convert_sync_norms",
     "freeze_norm",
     "keeps_mean_and_variance",
+    "norm_layers",
     "recalibrate_bn",
     "replace_norm",
     "unfreeze_norm",

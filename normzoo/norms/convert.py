@@ -52,6 +52,11 @@ def _is_norm(module: nn.Module) -> bool:
     return _declares_norm(module) or isinstance(module, _NORM_CLASSES)
 
 
+def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every outermost norm layer of ``model`` by path: the layers replace_norm and freeze_norm act on."""
+    return list(_norm_layers(model))
+
+
 def _norm_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(path, layer)`` for every outermost norm layer of ``model``; ``""`` is the model itself.
 

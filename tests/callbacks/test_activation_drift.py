@@ -56,7 +56,11 @@ def test_first_measurement_matches_a_direct_computation(trainer_kwargs):
     probe = next(iter(loader()))[0][:16]
     captured = {}
     layer = initial.backbone.blocks[1].act
-    layer.register_forward_pre_hook(lambda m, inputs: captured.setdefault("x", inputs[0].detach()))
+
+    def keep_input(module, inputs):  # returns None: a returned value would replace the input
+        captured["x"] = inputs[0].detach()
+
+    layer.register_forward_pre_hook(keep_input)
     with torch.no_grad():
         initial.train()(probe)
     expected = np.percentile(captured["x"].numpy().ravel(), [15, 50, 85])
