@@ -99,7 +99,9 @@ class ActivationDrift(ProbeCallback):
         self.history = state_dict["history"]
         self._first, self._previous = dict(state_dict["first"]), dict(state_dict["previous"])
 
-    def measure(self, trainer: L.Trainer, captured: dict[str, Tensor], step: int) -> dict[str, float]:
+    def measure(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, captured: dict[str, Tensor], outputs: Any, step: int
+    ) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name, _ in self.layers:
             local = sorted_sample(captured[name], self.max_elements)

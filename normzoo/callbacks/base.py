@@ -45,7 +45,11 @@ class ProbeCallback(L.Callback):
             raise ConfigError(f"{type(self).__name__} needs every_n_steps >= 1 and probe_size >= 1.")
         if self.mode not in ("train", "eval"):
             raise ConfigError(f"{type(self).__name__} mode must be 'train' or 'eval', got {self.mode!r}.")
-        self.layers = select_layers(pl_module, self.layer_names)
+        self.layers = self.select(pl_module)
+
+    def select(self, pl_module: L.LightningModule) -> list[tuple[str, nn.Module]]:
+        """The layers whose inputs are captured: by default the named ones or every nonlinearity."""
+        return select_layers(pl_module, self.layer_names)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         self.probe.collect(batch)
@@ -58,14 +62,20 @@ class ProbeCallback(L.Callback):
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         with preserved_state(pl_module), capture_inputs(self.layers) as captured:
             pl_module.train(self.mode == "train")
-            pl_module(self.probe.inputs.to(pl_module.device))
-        metrics = self.measure(trainer, captured, step)
+            outputs = pl_module(self.probe.inputs.to(pl_module.device))
+        metrics = self.measure(trainer, pl_module, captured, outputs, step)
         del captured
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
-    def measure(self, trainer: L.Trainer, captured: dict[str, Tensor], step: int) -> dict[str, float]:
-        """Metrics ``{"diagnostics/<name>/<layer>/<stat>": value}`` from the captured layer inputs."""
+    def measure(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, captured: dict[str, Tensor], outputs: Any, step: int
+    ) -> dict[str, float]:
+        """Metrics ``{"diagnostics/<name>/<layer>/<stat>": value}`` from the captured layer inputs.
+
+        Runs under ``no_grad`` with the model's state restored afterwards; ``outputs`` is the
+        probe forward's output.
+        """
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:

@@ -76,7 +76,9 @@ class DeadUnits(ProbeCallback):
             raise ConfigError(f"DeadUnits threshold must lie in (0, 1), got {self.threshold}.")
         super().setup(trainer, pl_module, stage)
 
-    def measure(self, trainer: L.Trainer, captured: dict[str, Tensor], step: int) -> dict[str, float]:
+    def measure(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, captured: dict[str, Tensor], outputs: Any, step: int
+    ) -> dict[str, float]:
         stats: dict[str, Tensor] = {}
         for name, module in self.layers:
             x = captured[name].float()

@@ -65,7 +65,7 @@ def test_threshold_moves_the_cut():
     loose.layers = [("tanh", net.tanh)]
     x = net.fc2(net.relu(net.fc1(torch.randn(10, 4))))
     # tanh(0.1) = 0.0997 and tanh(-0.2) = -0.197 now count as saturated, tanh(0) does not
-    record = loose.measure(L.Trainer(accelerator="cpu", logger=False), {"tanh": x.detach()}, step=0)
+    record = loose.measure(L.Trainer(accelerator="cpu", logger=False), net, {"tanh": x.detach()}, None, step=0)
     assert record["diagnostics/dead_units/tanh/saturated_fraction"] == pytest.approx(5 / 6)
 
 
