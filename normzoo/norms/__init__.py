@@ -24,7 +24,7 @@ from normzoo.norms.registry import (
 )
 from normzoo.norms.renorm import BatchRenorm
 from normzoo.norms.sync import NormZooSyncBatchNorm, convert_sync_norms, revert_sync_norms
-from normzoo.norms.traits import batch_norm_layers, cancels_bias, keeps_mean_and_variance
+from normzoo.norms.traits import cancels_bias, keeps_mean_and_variance
 
 __all__ = [
     "BatchNoise",
@@ -51,7 +51,6 @@ __all__ = [
     "NormSpec",
     "UnknownNormError",
     "available_norms",
-    "batch_norm_layers",
     "cancels_bias",
     "create_norm_layer",
     "get_norm_factory",

@@ -38,7 +38,3 @@ def keeps_mean_and_variance(module: nn.Module) -> bool:
         and isinstance(getattr(module, "running_var", None), torch.Tensor)
     )
 
-
-def batch_norm_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
-    """Every BatchNorm-family layer in ``model`` (noisy BN's inner BN included), by name."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)]
