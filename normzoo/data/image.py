@@ -85,12 +85,12 @@ class ImageDataModule(NormZooDataModule):
             train_images, train_labels = train_images[train_index], train_labels[train_index]
         else:
             val_images, val_labels = test_images, test_labels
-        make = lambda images, labels, augment=False: ImageTensorDataset(  # noqa: E731
-            images, labels, self.info.mean, self.info.std, augment, self.pad_to
-        )
-        self.train_set = make(train_images, train_labels, self.augment)
-        self.val_set = make(val_images, val_labels)
-        self.test_set = make(test_images, test_labels)
+        self.train_set = self._dataset(train_images, train_labels, self.augment)
+        self.val_set = self._dataset(val_images, val_labels)
+        self.test_set = self._dataset(test_images, test_labels)
+
+    def _dataset(self, images: Tensor, labels: Tensor, augment: bool = False) -> ImageTensorDataset:
+        return ImageTensorDataset(images, labels, self.info.mean, self.info.std, augment, self.pad_to)
 
     def _official_splits(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         if self.info.torchvision_class is None:
