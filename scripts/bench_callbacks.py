@@ -1,24 +1,72 @@
-"""Measure what normzoo's diagnostics callbacks cost at their default cadence.
+"""Measure what each of normzoo's diagnostics callbacks costs at its default cadence.
 
-Trains the same model on the same data with and without the callbacks, alternating the
-two several times in one process, and prints the best wall time of each and their ratio.
-The default is the quickstart (BN MLP on MNIST-5k, 10 epochs); ``--model resnet20`` uses
-a CIFAR-shaped ResNet-20 on synthetic images. Run on the device for GPU numbers:
+A plain run gives the seconds per training step. Then each callback trains the same model
+on the same data measuring every ``--every`` steps (instead of its default), with a clock
+around each of its hooks (synchronizing the GPU at the hook's start and end, so the time is
+its own work). Its seconds per measurement, divided by its default cadence times the
+seconds per step, is its overhead at the default cadence; the sum over the six is the cost
+of using them all. Timing the hooks rather than subtracting two wall times keeps the
+number out of the run-to-run noise (about 10% on a 2-core CPU). A last pair of runs times
+all six together at their default cadence end to end, a check that is meaningful once
+``--steps`` covers the longest default cadence (2000). Best of ``--repeats``.
 
-    python scripts/bench_callbacks.py --model resnet20 --steps 1000 --accelerator gpu
+    python scripts/bench_callbacks.py                          # BN MLP on MNIST-5k, CPU
+    python scripts/bench_callbacks.py --model resnet20 --accelerator gpu --steps 2000
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
 
-from normzoo.callbacks import ActivationDrift, DeadUnits, GradientFlow, RunningStatsConvergence
+from normzoo import callbacks as diagnostics
 from normzoo.data import ImageDataModule, SyntheticDataModule
 from normzoo.models import CNNClassifier, MLPClassifier
+
+CALLBACKS: list[type[L.Callback]] = [
+    diagnostics.ActivationDrift,
+    diagnostics.DeadUnits,
+    diagnostics.GradientFlow,
+    diagnostics.RunningStatsConvergence,
+    diagnostics.GradientICS,
+    diagnostics.LossLandscape,
+]
+
+
+def default_cadence(callback: type[L.Callback]) -> int:
+    return inspect.signature(callback).parameters["every_n_steps"].default
+
+
+HOOKS = sorted(name for name in vars(L.Callback) if name.startswith("on_") or name in ("setup", "teardown"))
+
+
+class HookClock:
+    """Adds up the wall time a callback spends inside its hooks (its GPU work included)."""
+
+    def __init__(self, callback: L.Callback, gpu: bool) -> None:
+        self.seconds, self.gpu = 0.0, gpu
+        for name in HOOKS:
+            setattr(callback, name, self.timed(getattr(callback, name)))
+
+    def timed(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if self.gpu:
+                torch.cuda.synchronize()  # the training work queued so far is not the hook's
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                if self.gpu:
+                    torch.cuda.synchronize()
+                self.seconds += time.perf_counter() - start
+
+        return run
 
 
 def build(model_name: str) -> tuple[L.LightningModule, L.LightningDataModule]:
@@ -28,37 +76,69 @@ def build(model_name: str) -> tuple[L.LightningModule, L.LightningDataModule]:
     return CNNClassifier(arch="resnet20", norm="bn", input_shape=(3, 32, 32)), data
 
 
-def fit_seconds(model_name: str, steps: int, accelerator: str, with_callbacks: bool) -> float:
+def fit_seconds(args: argparse.Namespace, make_callbacks: Callable[[], list[L.Callback]], steps: int) -> float:
     L.seed_everything(0)
-    model, data = build(model_name)
-    callbacks = [ActivationDrift(), DeadUnits(), GradientFlow(), RunningStatsConvergence()] if with_callbacks else []
-    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0)
+    model, data = build(args.model)
+    trainer = L.Trainer(max_steps=steps, accelerator=args.accelerator, devices=1, logger=False,
+                        callbacks=make_callbacks(), enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(model, data)
-    if accelerator == "gpu":
+    if args.accelerator == "gpu":
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def hook_seconds(args: argparse.Namespace, callback_class: type[L.Callback]) -> float:
+    """Least time spent inside the callback's hooks over ``--repeats`` runs measuring every ``--every`` steps."""
+    times = []
+    for _ in range(args.repeats):
+        callback = callback_class(every_n_steps=args.every)
+        clock = HookClock(callback, gpu=args.accelerator == "gpu")
+        fit_seconds(args, lambda callback=callback: [callback], args.steps)
+        times.append(clock.seconds)
+    return min(times)
+
+
+def best_pair(
+    args: argparse.Namespace, make_callbacks: Callable[[], list[L.Callback]], steps: int
+) -> tuple[float, float]:
+    """Best wall time without and with the callbacks, runs alternating."""
+    plain, measured = [], []
+    for _ in range(args.repeats):
+        plain.append(fit_seconds(args, list, steps))
+        measured.append(fit_seconds(args, make_callbacks, steps))
+    return min(plain), min(measured)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["mlp", "resnet20"], default="mlp")
-    parser.add_argument("--steps", type=int, default=670)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=400, help="steps per timed run")
+    parser.add_argument("--every", type=int, default=20, help="cadence while timing one callback")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--end-to-end", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time all six at their default cadence, with and without")
     args = parser.parse_args()
-    fit_seconds(args.model, 20, args.accelerator, True)  # warm-up: imports, allocator, kernels
-    plain, measured = [], []
-    for _ in range(args.repeats):
-        plain.append(fit_seconds(args.model, args.steps, args.accelerator, False))
-        measured.append(fit_seconds(args.model, args.steps, args.accelerator, True))
+    fit_seconds(args, lambda: [cls(every_n_steps=5) for cls in CALLBACKS], 20)  # warm-up: imports, kernels
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"model={args.model} steps={args.steps} device={device} (default cadence: every 100 steps)")
-    print(f"without callbacks: best {min(plain):.2f} s   runs {[round(t, 2) for t in plain]}")
-    print(f"with 4 callbacks:  best {min(measured):.2f} s   runs {[round(t, 2) for t in measured]}")
-    print(f"overhead: {100 * (min(measured) / min(plain) - 1):+.1f}%")
+    print(f"model={args.model} steps={args.steps} device={device}, each callback timed every {args.every} steps")
+    print(f"{'callback':<26}{'s/measurement':>14}{'default every':>15}{'overhead':>10}")
+    total = 0.0
+    measurements = len(range(0, args.steps, args.every))
+    step_seconds = min(fit_seconds(args, list, args.steps) for _ in range(args.repeats)) / args.steps
+    for cls in CALLBACKS:
+        per_measurement = hook_seconds(args, cls) / measurements
+        overhead = per_measurement / (default_cadence(cls) * step_seconds)
+        total += overhead
+        print(f"{cls.__name__:<26}{per_measurement:>14.4f}{default_cadence(cls):>15}{100 * overhead:>9.2f}%")
+    print(f"{'all six (sum)':<55}{100 * total:>9.2f}%")
+    if not args.end_to_end:
+        return
+    plain, measured = best_pair(args, lambda: [cls() for cls in CALLBACKS], args.steps)
+    print(f"all six at default cadence, end to end: {plain:.2f} s -> {measured:.2f} s "
+          f"({100 * (measured / plain - 1):+.1f}%; covers cadences <= {args.steps})")
 
 
 if __name__ == "__main__":

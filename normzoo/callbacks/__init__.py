@@ -1,17 +1,32 @@
 """Diagnostics callbacks that work with any LightningModule, logging under ``diagnostics/<callback>/<layer>/<stat>``.
 
-Available now: ``ActivationDrift`` (Ioffe & Szegedy Fig 1) and ``DeadUnits`` (dead and
-saturated units), both built on ``normzoo.callbacks.base.ProbeCallback``, and
-``GradientFlow`` (gradient norms, update-to-data ratios, entropy of normalized outputs),
-and ``RunningStatsConvergence`` (BN running statistics vs the population, train/eval gap). The shared helpers are in
-``normzoo.callbacks.probe`` (layer selection, input capture, side-effect-free measurement)
-and ``normzoo.callbacks.distribution`` (percentiles and 1-Wasserstein on device, any size).
+- ``ActivationDrift``: internal covariate shift as distribution drift (Ioffe & Szegedy Fig 1).
+- ``GradientICS``: internal covariate shift as gradient change (Santurkar et al. Definition 2.1).
+- ``DeadUnits``: dead ReLU-family and saturated tanh/sigmoid units.
+- ``RunningStatsConvergence``: BN running statistics vs the population, train/eval gap.
+- ``LossLandscape``: loss variation, gradient predictiveness, beta-smoothness (Santurkar Fig 4).
+- ``GradientFlow``: gradient norms, update-to-data ratios, entropy of normalized outputs.
+
+Shared pieces: ``normzoo.callbacks.base.ProbeCallback`` (measure layers on a fixed probe
+batch), ``normzoo.callbacks.probe`` (layer selection, input capture, side-effect-free
+measurement), ``normzoo.callbacks.distribution`` (percentiles and 1-Wasserstein on device,
+any size) and ``normzoo.callbacks.objective`` (one batch's loss at other weights).
 """
 
 from normzoo.callbacks.activation_drift import ActivationDrift
 from normzoo.callbacks.base import ProbeCallback
 from normzoo.callbacks.dead_units import DeadUnits
 from normzoo.callbacks.gradient_flow import GradientFlow
+from normzoo.callbacks.gradient_ics import GradientICS
+from normzoo.callbacks.loss_landscape import LossLandscape
 from normzoo.callbacks.running_stats import RunningStatsConvergence
 
-__all__ = ["ActivationDrift", "DeadUnits", "GradientFlow", "ProbeCallback", "RunningStatsConvergence"]
+__all__ = [
+    "ActivationDrift",
+    "DeadUnits",
+    "GradientFlow",
+    "GradientICS",
+    "LossLandscape",
+    "ProbeCallback",
+    "RunningStatsConvergence",
+]

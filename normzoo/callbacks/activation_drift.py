@@ -59,10 +59,10 @@ class ActivationDrift(ProbeCallback):
 
     def __init__(
         self,
-        every_n_steps: int = 100,
+        every_n_steps: int = 200,
         percentiles: Sequence[float] = (15, 50, 85),
         layers: Sequence[str] | None = None,
-        probe_size: int = 256,
+        probe_size: int = 128,
         mode: str = "train",
         max_elements: int = 100_000,
         log_figure: bool = True,

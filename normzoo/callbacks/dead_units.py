@@ -58,10 +58,10 @@ class DeadUnits(ProbeCallback):
 
     def __init__(
         self,
-        every_n_steps: int = 100,
+        every_n_steps: int = 200,
         threshold: float = 0.97,
         layers: Sequence[str] | None = None,
-        probe_size: int = 256,
+        probe_size: int = 128,
         mode: str = "train",
         log_image: bool = True,
     ) -> None:

@@ -65,6 +65,23 @@ def capture_inputs(layers: Sequence[tuple[str, nn.Module]]) -> Iterator[dict[str
             handle.remove()
 
 
+RngState = tuple[Tensor, list[Tensor] | None]
+
+
+def capture_rng() -> RngState:
+    """The CPU generator's state and, once CUDA is in use, every CUDA generator's state."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def restore_rng(state: RngState) -> None:
+    """Put the generators back to a ``capture_rng`` state: the next random draws repeat."""
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
 @contextmanager
 def preserved_state(model: nn.Module) -> Iterator[None]:
     """Run a measurement without side effects: buffers (BN statistics), modes and RNG restored.
@@ -74,8 +91,7 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
     """
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     modes = {module: module.training for module in model.modules()}
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    rng = capture_rng()
     try:
         yield
     finally:
@@ -85,9 +101,7 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
                     buffer.copy_(buffers[name])
         for module, training in modes.items():
             module.training = training
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
+        restore_rng(rng)
 
 
 def batch_inputs(batch: Any) -> Tensor:
@@ -104,6 +118,20 @@ def batch_inputs(batch: Any) -> Tensor:
         f"Cannot find the model input in a batch of type {type(batch).__name__}; diagnostics expect a "
         "tensor or a (inputs, targets, ...) tuple."
     )
+
+
+TARGET_KEYS = ("targets", "target", "labels", "label", "y")
+
+
+def batch_targets(batch: Any) -> Tensor | None:
+    """The targets of a batch: the second item of a tuple/list, a ``targets``-like dict key, or None."""
+    if isinstance(batch, (list, tuple)) and len(batch) > 1 and isinstance(batch[1], Tensor):
+        return batch[1]
+    if isinstance(batch, dict):
+        for key in TARGET_KEYS:
+            if isinstance(batch.get(key), Tensor):
+                return batch[key]
+    return None
 
 
 class ProbeBatch:
@@ -123,10 +151,10 @@ class ProbeBatch:
         if self.full:
             return
         inputs = batch_inputs(batch).detach()
-        targets = batch[1].detach() if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+        targets = batch_targets(batch)
         self.inputs = _append(self.inputs, inputs)[: self.size]
-        if isinstance(targets, Tensor) and len(targets) == len(inputs):
-            self.targets = _append(self.targets, targets)[: self.size]
+        if targets is not None and len(targets) == len(inputs):
+            self.targets = _append(self.targets, targets.detach())[: self.size]
 
     @property
     def full(self) -> bool:

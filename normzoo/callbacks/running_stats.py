@@ -59,7 +59,7 @@ class RunningStatsConvergence(ProbeCallback):
     name = "running_stats"
 
     def __init__(
-        self, every_n_steps: int = 100, layers: Sequence[str] | None = None, probe_size: int = 256, eps: float = 1e-5
+        self, every_n_steps: int = 500, layers: Sequence[str] | None = None, probe_size: int = 256, eps: float = 1e-5
     ) -> None:
         super().__init__(every_n_steps, layers, probe_size, mode="eval")
         self.eps = eps

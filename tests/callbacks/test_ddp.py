@@ -1,9 +1,10 @@
-"""Under DDP (2 CPU ranks, ddp_spawn) the callbacks log what one process logs on the union of the shards.
+"""Under DDP (2 CPU ranks, ddp_spawn) all six callbacks log what one process logs on the union of the shards.
 
-The step-0 measurement is compared (identical weights in both runs). Each rank's probe is
-its first batch; DistributedSampler without shuffling deals samples round-robin, so the two
-probes together are the single process's first batch of twice the size. LayerNorm keeps
-the train-mode probe forward batch-independent, so per-rank forwards equal the union's.
+Three steps are measured and compared. Each rank's probe is its first batch;
+DistributedSampler without shuffling deals samples round-robin, so the two probes together
+are the single process's first batch of twice the size. The model normalizes with
+normzoo's ``bn_manual`` synchronized across the ranks (torch's SyncBatchNorm refuses CPU
+tensors), so train-mode forwards see the union's batch statistics, as one process does.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from normzoo.callbacks import ActivationDrift, DeadUnits, GradientFlow
+from normzoo import callbacks as diagnostics
 from normzoo.models import MLPClassifier
+from normzoo.norms import NormZooSyncBatchNorm
 from tests.tb_events import load_events
 
 PER_RANK_BATCH = 8
+STEPS = 3
 
 
 def dataset() -> TensorDataset:
@@ -40,26 +43,37 @@ class RoundRobinData(L.LightningDataModule):
         return DataLoader(dataset(), batch_size=self.batch_size, sampler=sampler)
 
 
-def run(tmp_path, devices: int) -> dict[str, float]:
+def run(tmp_path, devices: int) -> dict[tuple[str, int], float]:
     L.seed_everything(0)
-    model = MLPClassifier(input_shape=(6,), num_classes=3, depth=2, width=10, activation="tanh", norm="ln")
+    model = MLPClassifier(input_shape=(6,), num_classes=3, depth=2, width=10, activation="tanh", norm="bn_manual")
     batch = PER_RANK_BATCH * (2 // devices)
-    callbacks = [ActivationDrift(every_n_steps=1, probe_size=batch, log_figure=False),
-                 DeadUnits(every_n_steps=1, probe_size=batch, threshold=0.5, log_image=False),
-                 GradientFlow(every_n_steps=1)]
+    callbacks = [
+        diagnostics.ActivationDrift(every_n_steps=1, probe_size=batch, log_figure=False),
+        diagnostics.DeadUnits(every_n_steps=1, probe_size=batch, threshold=0.5, log_image=False),
+        diagnostics.GradientFlow(every_n_steps=1),
+        diagnostics.RunningStatsConvergence(every_n_steps=1, probe_size=batch),
+        diagnostics.GradientICS(every_n_steps=1),
+        diagnostics.LossLandscape(every_n_steps=1),
+    ]
     logger = TensorBoardLogger(tmp_path, name=f"devices{devices}", default_hp_metric=False)
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-                        max_steps=1, logger=logger, callbacks=callbacks, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    distributed = {"strategy": "ddp_spawn", "sync_batchnorm": True, "plugins": [NormZooSyncBatchNorm()]}
+    trainer = L.Trainer(accelerator="cpu", devices=devices, max_steps=STEPS, logger=logger, callbacks=callbacks,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False, **(distributed if devices > 1 else {}))
     trainer.fit(model, RoundRobinData(batch))
     events = load_events(tmp_path / f"devices{devices}" / "version_0")
-    return {tag: events.Scalars(tag)[0].value for tag in events.Tags()["scalars"] if tag.startswith("diagnostics/")}
+    return {(tag, event.step): event.value for tag in events.Tags()["scalars"] if tag.startswith("diagnostics/")
+            for event in events.Scalars(tag)}
 
 
 @pytest.mark.slow
 def test_two_ranks_log_what_one_process_logs_on_the_union(tmp_path):
     single = run(tmp_path, devices=1)
     distributed = run(tmp_path, devices=2)
-    assert single.keys() == distributed.keys() and len(single) > 10
-    for tag, value in single.items():
-        assert distributed[tag] == pytest.approx(value, rel=1e-4, abs=1e-5), tag
+    assert single.keys() == distributed.keys()
+    callbacks = {tag.split("/")[1] for tag, _ in single}
+    assert callbacks == {"activation_drift", "dead_units", "gradient_flow", "running_stats", "gradient_ics",
+                         "loss_landscape"}
+    assert {step for _, step in single} == set(range(STEPS))
+    for key, value in single.items():
+        assert distributed[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key

@@ -1,4 +1,4 @@
-"""normzoo's callbacks on a LightningModule that is not normzoo's: metrics land in TensorBoard."""
+"""All six of normzoo's callbacks on a LightningModule that is not normzoo's: metrics land in TensorBoard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from normzoo.callbacks import ActivationDrift, DeadUnits, GradientFlow, RunningStatsConvergence
+from normzoo.callbacks import (
+    ActivationDrift,
+    DeadUnits,
+    GradientFlow,
+    GradientICS,
+    LossLandscape,
+    RunningStatsConvergence,
+)
 from tests.tb_events import load_events
 
 
@@ -40,13 +47,15 @@ def loader() -> DataLoader:
 
 def callbacks():
     return [ActivationDrift(every_n_steps=4, probe_size=16), DeadUnits(every_n_steps=4, probe_size=16),
-            GradientFlow(every_n_steps=4), RunningStatsConvergence(every_n_steps=4, probe_size=16)]
+            GradientFlow(every_n_steps=4), RunningStatsConvergence(every_n_steps=4, probe_size=16),
+            GradientICS(every_n_steps=4), LossLandscape(every_n_steps=4)]
 
 
 def test_every_callback_logs_for_a_user_module(tmp_path, trainer_kwargs):
     logger = TensorBoardLogger(tmp_path, name="user", default_hp_metric=False)
     L.Trainer(**trainer_kwargs(max_steps=9, callbacks=callbacks(), logger=logger)).fit(UserCNN(), loader())
-    tags = load_events(tmp_path / "user" / "version_0").Tags()
+    events = load_events(tmp_path / "user" / "version_0")
+    tags = events.Tags()
     expected = [
         "diagnostics/activation_drift/features.2/p50",
         "diagnostics/dead_units/features.2/dead_fraction",
@@ -55,9 +64,15 @@ def test_every_callback_logs_for_a_user_module(tmp_path, trainer_kwargs):
         "diagnostics/gradient_flow/features.1/entropy",
         "diagnostics/running_stats/features.4/mean_gap",
         "diagnostics/running_stats/train_eval/loss_gap",
+        "diagnostics/gradient_ics/features.3/l2_diff",
+        "diagnostics/gradient_ics/head/cosine",
+        "diagnostics/loss_landscape/loss_variation",
+        "diagnostics/loss_landscape/grad_change_max",
+        "diagnostics/loss_landscape/beta_smoothness",
     ]
     for tag in expected:
         assert tag in tags["scalars"], tag
+        assert [event.step for event in events.Scalars(tag)] == [0, 4, 8], tag
     assert "diagnostics/activation_drift/features.5/bands" in tags["images"]
     assert "diagnostics/dead_units/features.5/saturation" in tags["images"]
 

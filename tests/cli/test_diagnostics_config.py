@@ -1,0 +1,45 @@
+"""configs/diagnostics.yaml: all six callbacks configured from YAML, logged, and resumed from a checkpoint."""
+
+from __future__ import annotations
+
+import torch
+
+from normzoo.cli import main
+from tests.callbacks.histories import measured_steps
+from tests.tb_events import load_events
+
+PROBED = {"ActivationDrift", "DeadUnits", "RunningStatsConvergence"}  # start once 256 probe samples are seen
+CALLBACKS = {"ActivationDrift": "activation_drift", "GradientICS": "gradient_ics", "DeadUnits": "dead_units",
+             "RunningStatsConvergence": "running_stats", "LossLandscape": "loss_landscape",
+             "GradientFlow": "gradient_flow"}
+
+
+def fit(tmp_path, *overrides: str) -> None:
+    main(["fit", "--config", "configs/diagnostics.yaml", "--runs_dir", str(tmp_path),
+          "--trainer.val_check_interval", "23", "--trainer.limit_val_batches", "1",
+          "--trainer.enable_progress_bar", "false", *overrides])
+
+
+def diagnostics_steps(run_dir) -> dict[str, set[int]]:
+    events = load_events(run_dir)
+    steps: dict[str, set[int]] = {}
+    for tag in events.Tags()["scalars"]:
+        if tag.startswith("diagnostics/"):
+            steps.setdefault(tag.split("/")[1], set()).update(event.step for event in events.Scalars(tag))
+    return steps
+
+
+def test_yaml_callbacks_log_and_resume_their_curves(tmp_path):
+    fit(tmp_path, "--trainer.max_steps", "23")
+    first_run = tmp_path / "diagnostics" / "version_0"
+    assert diagnostics_steps(first_run) == {name: {22} if class_name in PROBED else {0, 22}
+                                            for class_name, name in CALLBACKS.items()}
+
+    fit(tmp_path, "--trainer.max_steps", "46", "--ckpt_path", str(first_run / "checkpoints" / "last.ckpt"))
+    resumed = tmp_path / "diagnostics" / "version_1"
+    assert diagnostics_steps(resumed) == {name: {44} for name in CALLBACKS.values()}
+    states = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    for class_name in CALLBACKS:
+        (state,) = [value for key, value in states.items() if key.startswith(class_name)]
+        expected = {22, 44} if class_name in PROBED else {0, 22, 44}
+        assert measured_steps(state["history"]) == expected, class_name  # the curve continues
