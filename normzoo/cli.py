@@ -16,6 +16,9 @@ What it adds to LightningCLI:
 - TensorBoard is the default logger, with runs under ``<runs_dir>/<run_name>/version_N``
   (``run_name`` defaults to the config file's name), the config saved beside each run,
   and the hparams tab filled with the real metrics;
+- ``--trainer.sync_batchnorm=true`` synchronizes every BN-family layer (normzoo's own
+  included, through ``NormZooSyncBatchNorm``) on GPUs, and stops with one clear message on
+  CPU, before any process starts (torch's SyncBatchNorm refuses CPU tensors);
 - a closing summary of the metrics and of where the logs are.
 """
 
@@ -26,15 +29,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.plugins import LayerSync
 from torch.optim import Optimizer
 
 from normzoo.data import NormZooDataModule
-from normzoo.errors import find_user_error
+from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
+from normzoo.norms import NormZooSyncBatchNorm
 
 SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
 
@@ -79,6 +85,12 @@ class NormZooCLI(LightningCLI):
                 init_args=Namespace(save_dir=config.runs_dir, name=_run_name(config), default_hp_metric=False),
             )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("sync_batchnorm"):
+            kwargs["plugins"] = sync_batchnorm_plugins(trainer_config.get("accelerator"), trainer_config.get("plugins"))
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         self._print_summary("fit")
 
@@ -88,16 +100,18 @@ class NormZooCLI(LightningCLI):
     def after_validate(self) -> None:
         self._print_summary("validate")
 
-    @rank_zero_only
     def _print_summary(self, stage: str) -> None:
         trainer = self.trainer
+        log_dir = trainer.log_dir  # a collective under DDP (a broadcast): every rank asks, rank zero prints
+        if not trainer.is_global_zero:
+            return
         metrics = trainer.callback_metrics
         shown = [f"{name} {float(metrics[name]):.4f}" for name in SUMMARY_METRICS if name in metrics]
         lines = [f"normzoo {stage} finished: epoch {trainer.current_epoch}, step {trainer.global_step}"]
         lines.append("  " + ("   ".join(shown) if shown else "no metrics logged"))
-        if trainer.log_dir:
-            runs = Path(trainer.log_dir).parent.parent
-            lines.append(f"  logs: {trainer.log_dir}  (view: tensorboard --logdir {runs})")
+        if log_dir:
+            runs = Path(log_dir).parent.parent
+            lines.append(f"  logs: {log_dir}  (view: tensorboard --logdir {runs})")
         callback = trainer.checkpoint_callback
         if stage == "fit" and callback is not None:
             for label, path in (("best", getattr(callback, "best_model_path", "")),
@@ -105,6 +119,26 @@ class NormZooCLI(LightningCLI):
                 if path:
                     lines.append(f"  {label} checkpoint: {path}")
         print("\n".join(lines), flush=True)
+
+
+def sync_batchnorm_plugins(accelerator: Any, plugins: Any) -> list[Any]:
+    """The trainer's plugins with normzoo's sync-BN plugin added (unless a LayerSync is there).
+
+    Raises:
+        ConfigError: the run would be on CPU, where torch's SyncBatchNorm refuses to run.
+    """
+    cuda = torch.cuda.is_available()
+    if accelerator == "cpu" or (accelerator in (None, "auto") and not cuda):
+        raise ConfigError(
+            "--trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm refuses CPU tensors"
+            + ("" if cuda else " and this machine has no CUDA device")
+            + ". Drop sync_batchnorm on CPU (each rank then normalizes its own batch), run with "
+            "--trainer.accelerator=gpu, or use a batch-independent norm (--model.norm gn or ln)."
+        )
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(plugin, LayerSync) for plugin in plugins):
+        plugins.append(NormZooSyncBatchNorm())
+    return plugins
 
 
 def _as_dict(value: Namespace | None) -> dict[str, Any] | None:

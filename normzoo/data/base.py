@@ -9,11 +9,12 @@ under DDP); evaluation loaders keep every sample.
 from __future__ import annotations
 
 import math
+import os
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from normzoo.errors import ConfigError
 
@@ -121,7 +122,19 @@ class NormZooDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         drop_last = self._drop_last(len(self.train_set))
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=drop_last)
+        return self._loader(self.train_set, self.batch_size, sampler=self._shuffling_sampler(), drop_last=drop_last)
+
+    def _shuffling_sampler(self) -> DistributedSampler:
+        """This rank's share of a seeded per-epoch shuffle, the same permutation for any world size.
+
+        ``torch.randperm`` seeded with ``seed + epoch`` (Lightning calls ``set_epoch``), dealt
+        to the ranks round-robin: one process with batch 2B sees, step by step, the union of
+        what two ranks with batch B see, so DDP and single-process runs are comparable. The
+        seed is ``seed_everything``'s (``PL_GLOBAL_SEED``), as in Lightning's own DDP sampler.
+        """
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return DistributedSampler(self.train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size)
@@ -138,11 +151,13 @@ class NormZooDataModule(L.LightningDataModule):
         per_rank = math.ceil(num_samples / world_size)
         return 0 < per_rank % self.batch_size < MIN_TRAIN_BATCH
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

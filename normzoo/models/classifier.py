@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -27,7 +28,7 @@ from normzoo.errors import ConfigError
 from normzoo.models.mlp import MLP, NormPosition
 from normzoo.models.resnet import RESNET_VARIANTS, ResNet
 from normzoo.models.vgg import VGG, VGG_VARIANTS
-from normzoo.norms import guard_batch_statistics
+from normzoo.norms import bn_batch_size, guard_batch_statistics
 from normzoo.tb_logging import log_hparams_with_metrics
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}
@@ -44,7 +45,9 @@ class NormClassifier(L.LightningModule):
 
     Subclasses build ``self.backbone`` from their typed arguments. Logged metrics:
     ``train/loss``, ``train/acc`` (per step), ``val/loss``, ``val/acc``, ``test/loss``,
-    ``test/acc`` (per epoch). BatchNorm layers are guarded against batches of one.
+    ``test/acc`` (per epoch), and once, ``bn/batch_size_per_rank`` and
+    ``bn/effective_batch_size`` (the samples behind each BN statistic; a warning below 16).
+    BatchNorm layers are guarded against batches of one.
     """
 
     backbone: nn.Module
@@ -55,6 +58,7 @@ class NormClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self._guarded = False
+        self._bn_batch_reported = False
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -63,6 +67,25 @@ class NormClassifier(L.LightningModule):
         if not self._guarded:
             guard_batch_statistics(self)
             self._guarded = True
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if not self._bn_batch_reported:
+            self._bn_batch_reported = True
+            self._report_bn_batch_size(len(batch[0]))
+
+    def _report_bn_batch_size(self, per_rank: int) -> None:
+        """Log the samples BN normalizes over and warn when they are few (Wu & He 2018)."""
+        size = bn_batch_size(self, per_rank, self.trainer.world_size)
+        if size is None:
+            return
+        rank_zero_info(f"BatchNorm batch: {size.per_rank} samples per rank x {size.world_size} ranks, "
+                       f"{'synchronized' if size.synced else 'not synchronized'}: {size.effective} per statistic.")
+        warning = size.warning()
+        if warning:
+            rank_zero_warn(warning)
+        for logger in self.loggers:
+            logger.log_metrics({"bn/batch_size_per_rank": size.per_rank, "bn/effective_batch_size": size.effective},
+                               step=self.trainer.global_step)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

@@ -6,6 +6,7 @@ Public API::
 """
 
 from normzoo.norms import builtin as _builtin  # noqa: F401  (registers the built-in keys)
+from normzoo.norms.batch_size import SMALL_BN_BATCH, BNBatchSize, bn_batch_size
 from normzoo.norms.batch_stats import BatchStatNorm
 from normzoo.norms.convert import freeze_norm, norm_layers, recalibrate_bn, replace_norm, unfreeze_norm
 from normzoo.norms.guards import BatchStatisticsError, guard_batch_statistics
@@ -27,6 +28,9 @@ from normzoo.norms.sync import NormZooSyncBatchNorm, convert_sync_norms, revert_
 from normzoo.norms.traits import cancels_bias, keeps_mean_and_variance
 
 __all__ = [
+    "BNBatchSize",
+    "SMALL_BN_BATCH",
+    "bn_batch_size",
     "BatchNoise",
     "BatchNormFunction",
     "BatchRenorm",

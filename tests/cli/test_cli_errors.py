@@ -25,6 +25,8 @@ QUICK = ["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run",
         (["--data.batch_size", "1"], "batch_size=1 is too small"),
         (["--data.dataset", "cifar10", "--data.download", "false", "--data.data_dir", "{tmp}"],
          "Dataset 'cifar10' is not in .* download is off"),
+        (["--trainer.sync_batchnorm", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+          "--trainer.strategy", "ddp"], "sync_batchnorm=true needs GPUs: torch's SyncBatchNorm refuses CPU tensors"),
     ],
 )
 def test_bad_input_is_one_clear_message(overrides, message, tmp_path, capsys):
@@ -52,3 +54,16 @@ def test_python_dash_m_entry_point_prints_the_config():
     assert result.returncode == 0, result.stderr
     assert "class_path: normzoo.models.MLPClassifier" in result.stdout
     assert "norm: bn" in result.stdout
+
+
+def test_sync_batchnorm_adds_normzoos_plugin_unless_a_layer_sync_is_given():
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from normzoo.cli import sync_batchnorm_plugins
+    from normzoo.norms import NormZooSyncBatchNorm
+
+    (added,) = sync_batchnorm_plugins("gpu", None)
+    assert isinstance(added, NormZooSyncBatchNorm)
+    mine = TorchSyncBatchNorm()
+    assert sync_batchnorm_plugins("cuda", [mine]) == [mine]
+    assert len(sync_batchnorm_plugins("gpu", "bf16-mixed")) == 2

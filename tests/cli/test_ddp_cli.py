@@ -1,0 +1,60 @@
+"""The CLI under DDP on 2 CPU ranks (gloo), launched as a user would, in a subprocess.
+
+``ddp`` re-launches the console script per rank; ``ddp_spawn`` runs through
+``python -m normzoo``. Each run writes one config and one event file, and with a
+batch-independent norm (ln, gn) two ranks with batch B train exactly like one process with
+batch 2B: the seeded shuffle deals each step's 2B samples to the ranks, gradients average.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tb_events import load_events, scalar_series
+
+ROOT = Path(__file__).resolve().parents[2]
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "normzoo")
+NORMS = {"ln": [], "gn": ["--model.norm_kwargs", "{num_groups: 10}"]}
+
+
+def fit(tmp_path: Path, name: str, norm: str, devices: int, strategy: str, launcher: list[str]) -> Path:
+    command = [*launcher, "fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path),
+               "--run_name", name, "--model.norm", norm, *NORMS[norm], "--trainer.accelerator", "cpu",
+               "--trainer.devices", str(devices), "--trainer.strategy", strategy, "--trainer.max_epochs", "2",
+               "--trainer.limit_train_batches", "12", "--trainer.enable_progress_bar", "false",
+               "--data.batch_size", str(32 // devices), "--data.eval_batch_size", str(100 // devices)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / name
+
+
+def outcome(run: Path) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
+    assert [p.name for p in run.iterdir()] == ["version_0"]
+    version = run / "version_0"
+    assert len(list(version.glob("events.out.tfevents.*"))) == 1  # rank zero alone writes
+    assert len(list(version.rglob("config.yaml"))) == 1
+    events = load_events(version)
+    curves = {tag: [value for _, value in scalar_series(events, tag)] for tag in ("val/loss", "val/acc")}
+    weights = torch.load(version / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return curves, weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("norm", "strategy"), [("ln", "ddp"), ("ln", "ddp_spawn"), ("gn", "ddp")])
+def test_two_ranks_with_batch_b_train_like_one_process_with_batch_2b(tmp_path, norm, strategy):
+    launcher = [CONSOLE_SCRIPT] if strategy == "ddp" else [sys.executable, "-m", "normzoo"]
+    single_curves, single_weights = outcome(fit(tmp_path, "single", norm, 1, "auto", launcher))
+    ddp_curves, ddp_weights = outcome(fit(tmp_path, strategy, norm, 2, strategy, launcher))
+    assert len(single_curves["val/loss"]) == 2
+    for tag, values in single_curves.items():
+        assert ddp_curves[tag] == pytest.approx(values, rel=1e-4, abs=1e-5), tag
+    for key, value in single_weights.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(ddp_weights[key], value, rtol=1e-4, atol=1e-5, msg=key)
