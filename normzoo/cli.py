@@ -16,6 +16,8 @@ What it adds to LightningCLI:
 - TensorBoard is the default logger, with runs under ``<runs_dir>/<run_name>/version_N``
   (``run_name`` defaults to the config file's name), the config saved beside each run,
   and the hparams tab filled with the real metrics;
+- ``--ckpt_path last`` resumes the run's newest ``last.ckpt`` into the same ``version_N``
+  folder, so its TensorBoard curves and checkpoints continue in place;
 - ``--trainer.sync_batchnorm=true`` synchronizes every BN-family layer (normzoo's own
   included, through ``NormZooSyncBatchNorm``) on GPUs, and stops with one clear message on
   CPU, before any process starts (torch's SyncBatchNorm refuses CPU tensors);
@@ -41,6 +43,7 @@ from normzoo.data import NormZooDataModule
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
 from normzoo.norms import NormZooSyncBatchNorm
+from normzoo.resume import LAST, last_checkpoint
 
 SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
 
@@ -79,10 +82,16 @@ class NormZooCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.trainer.default_root_dir is None:  # checkpoints of logger-less runs (fast_dev_run) too
             config.trainer.default_root_dir = config.runs_dir
+        version = None
+        if config.get("ckpt_path") == LAST:
+            path, version = last_checkpoint(config.runs_dir, _run_name(config))
+            config.ckpt_path = str(path)
+            self.save_config_kwargs["overwrite"] = True  # the run's config.yaml is already there
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=config.runs_dir, name=_run_name(config), default_hp_metric=False),
+                init_args=Namespace(save_dir=config.runs_dir, name=_run_name(config), default_hp_metric=False,
+                                    version=version if self.subcommand == "fit" else None),
             )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -8,10 +8,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 
-def load_events(run_dir: Path) -> EventAccumulator:
+def load_events(run_dir: Path, expected_files: int = 1) -> EventAccumulator:
+    """All events of a run folder (a resumed run adds a file); asserts how many files there are."""
     files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
-    assert len(files) == 1, f"expected one event file in {run_dir}, found {files}"
-    events = EventAccumulator(str(files[0]), size_guidance={"scalars": 0})
+    assert len(files) == expected_files, f"expected {expected_files} event file(s) in {run_dir}, found {files}"
+    events = EventAccumulator(str(files[0] if expected_files == 1 else run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return events
 

@@ -36,9 +36,10 @@ def fit(norm: str, batch_size: int, tmp_path) -> dict[str, float]:
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 6, generator=generator), torch.randint(0, 3, (32,), generator=generator)
     logger = CSVLogger(tmp_path, name=norm)
-    L.Trainer(accelerator="cpu", max_steps=2, logger=logger, log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(MLPClassifier(input_shape=(6,), num_classes=3, norm=norm),
-                                             DataLoader(TensorDataset(x, y), batch_size=batch_size))
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=logger, log_every_n_steps=1,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    model = MLPClassifier(input_shape=(6,), num_classes=3, norm=norm)
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=batch_size))
     rows = (tmp_path / norm / "version_0" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     values = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
