@@ -1,13 +1,14 @@
 """normzoo: normalization layers, models and diagnostics for studying them the way the papers do.
 
-Subpackages: ``normzoo.norms`` (the norm registry and layers), ``normzoo.models``
-(backbones and LightningModules), ``normzoo.data`` (datamodules), ``normzoo.cli``
-(the ``normzoo`` command). Importing the package has no side effects beyond registering
+The public surface: ``normzoo.norms`` (the norm registry and layers), ``normzoo.models``
+(plain ``nn.Module`` backbones and the LightningModules), ``normzoo.callbacks`` (the
+diagnostics, for any LightningModule) and ``normzoo.data`` (datamodules); ``normzoo.cli``
+is the ``normzoo`` command. Importing the package has no side effects beyond registering
 the built-in norms.
 """
 
-from normzoo import data, models, norms
+from normzoo import callbacks, data, models, norms
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "models", "norms"]
+__all__ = ["__version__", "callbacks", "data", "models", "norms"]

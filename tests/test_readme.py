@@ -16,8 +16,9 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-def test_readme_python_examples_run(monkeypatch):
+def test_readme_python_examples_run(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.chdir(tmp_path)  # the examples write runs/ where they are run
     namespace: dict = {}
     blocks = python_blocks()
     assert len(blocks) >= 2
@@ -25,6 +26,9 @@ def test_readme_python_examples_run(monkeypatch):
         code = "\n".join(line for line in block.splitlines() if "load_from_checkpoint" not in line)
         exec(compile(code, str(README), "exec"), namespace)
     assert namespace["logits"].shape == (8, 10)
+    assert namespace["trainer"].global_step == 50  # the user's own LightningModule trained with normzoo parts
+    assert [record["step"] for record in namespace["diagnostics"][1].history] == [0.0, 25.0]
+    assert list((tmp_path / "runs" / "mine" / "lightning_logs" / "version_0").glob("events.out.tfevents.*"))
 
     from normzoo.models import MLP
 

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
 from normzoo.callbacks.probe import ProbeBatch, capture_inputs, preserved_state, select_layers
 from normzoo.errors import ConfigError
 
@@ -50,6 +51,13 @@ class ProbeCallback(L.Callback):
     def select(self, pl_module: L.LightningModule) -> list[tuple[str, nn.Module]]:
         """The layers whose inputs are captured: by default the named ones or every nonlinearity."""
         return select_layers(pl_module, self.layer_names)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_layout(trainer, pl_module, self)
+
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        """TensorBoard custom-scalars charts: one per watched layer."""
+        return chart_per_group(self.name, [name for name, _ in self.layers])
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         self.probe.collect(batch)

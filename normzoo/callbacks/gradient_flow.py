@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
 from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import norm_layers
@@ -65,6 +66,8 @@ class GradientFlow(L.Callback):
         trainer = Trainer(callbacks=[GradientFlow(every_n_steps=100)])
     """
 
+    name = "gradient_flow"
+
     def __init__(self, every_n_steps: int = 100, entropy: bool = True) -> None:
         self.every_n_steps = every_n_steps
         self.entropy = entropy
@@ -76,6 +79,15 @@ class GradientFlow(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.every_n_steps < 1:
             raise ConfigError("GradientFlow needs every_n_steps >= 1.")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_layout(trainer, pl_module, self)
+
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        """One chart per weight (gradient norm, update ratio) and per norm layer (entropy)."""
+        weights = [name for name, p in pl_module.named_parameters() if p.dim() >= 2]
+        norms = [name for name, _ in norm_layers(pl_module) if name] if self.entropy else []
+        return chart_per_group(self.name, weights + norms)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if self.entropy and self._due(trainer) and not self._handles:

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
 from normzoo.callbacks.objective import BatchObjective, LossFn, assign, resolve_loss, snapshot
 from normzoo.callbacks.probe import RngState, capture_rng, preserved_state
 from normzoo.errors import ConfigError
@@ -115,6 +116,19 @@ class GradientICS(L.Callback):
                     f"GradientICS layer {name!r} is not a module with weights (dim >= 2) in "
                     f"{type(pl_module).__name__}. Layers with weights: {', '.join(weighted[:12])}, ..."
                 )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_layout(trainer, pl_module, self)
+
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        """One chart per measured layer.
+
+        The forward order is only known at the first measurement; by default the first
+        weighted layer in registration order (in practice the first one called, which is
+        not measured) gets no chart.
+        """
+        names = self.layer_names or [name for name, module in pl_module.named_modules() if layer_weights(module)][1:]
+        return chart_per_group(self.name, names)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         step = trainer.global_step

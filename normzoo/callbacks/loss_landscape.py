@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from normzoo.callbacks.layout import Charts, write_layout
 from normzoo.callbacks.objective import BatchObjective, LossFn, assign, resolve_loss, snapshot
 from normzoo.callbacks.probe import RngState, capture_rng, preserved_state
 from normzoo.errors import ConfigError
@@ -82,6 +83,16 @@ class LossLandscape(L.Callback):
             raise ConfigError(
                 f"LossLandscape step_range must be (low, high) with 0 < low <= high, got {self.step_range}."
             )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_layout(trainer, pl_module, self)
+
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        """Santurkar Fig 4's three panels: loss range, gradient change, beta-smoothness."""
+        tags = {"loss_variation": ["loss", "loss_min", "loss_max", "loss_variation"],
+                "gradient_predictiveness": ["grad_change_min", "grad_change_max"],
+                "beta_smoothness": ["beta_smoothness"]}
+        return {title: [f"^{PREFIX}/{stat}$" for stat in stats] for title, stats in tags.items()}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         step = trainer.global_step

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normzoo.callbacks.base import ProbeCallback
+from normzoo.callbacks.layout import Charts, chart_per_group
 from normzoo.callbacks.probe import preserved_state, sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
@@ -75,6 +76,9 @@ class RunningStatsConvergence(ProbeCallback):
                 "RunningStatsConvergence has nothing to measure (norm: bn, noisy_bn, bn_manual, batch_renorm)."
             )
         return chosen
+
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        return {**super().layout_charts(pl_module), **chart_per_group(self.name, ["train_eval"])}
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, captured: dict[str, Tensor], outputs: Any, step: int

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ from normzoo.callbacks import (
     LossLandscape,
     RunningStatsConvergence,
 )
-from tests.tb_events import load_events
+from tests.tb_events import custom_scalars_layout, load_events
 
 
 class UserCNN(L.LightningModule):
@@ -75,6 +77,16 @@ def test_every_callback_logs_for_a_user_module(tmp_path, trainer_kwargs):
         assert [event.step for event in events.Scalars(tag)] == [0, 4, 8], tag
     assert "diagnostics/activation_drift/features.5/bands" in tags["images"]
     assert "diagnostics/dead_units/features.5/saturation" in tags["images"]
+
+    layout = custom_scalars_layout(events)  # one chart per layer, so runs overlay layer by layer
+    assert set(layout) == {f"diagnostics/{name}" for name in ("activation_drift", "dead_units", "gradient_flow",
+                                                             "running_stats", "gradient_ics", "loss_landscape")}
+    assert set(layout["diagnostics/activation_drift"]) == {"features.2", "features.5"}
+    assert set(layout["diagnostics/loss_landscape"]) == {"loss_variation", "gradient_predictiveness",
+                                                         "beta_smoothness"}
+    for charts in layout.values():
+        for regexes in charts.values():
+            assert any(re.search(regex, tag) for regex in regexes for tag in tags["scalars"]), regexes
 
 
 def test_all_callbacks_together_leave_training_bit_identical(trainer_kwargs):

@@ -6,7 +6,7 @@ import torch
 
 from normzoo.cli import main
 from tests.callbacks.histories import measured_steps
-from tests.tb_events import load_events
+from tests.tb_events import custom_scalars_layout, hparams_plugin, load_events
 
 PROBED = {"ActivationDrift", "DeadUnits", "RunningStatsConvergence"}  # start once 256 probe samples are seen
 CALLBACKS = {"ActivationDrift": "activation_drift", "GradientICS": "gradient_ics", "DeadUnits": "dead_units",
@@ -34,6 +34,12 @@ def test_yaml_callbacks_log_and_resume_their_curves(tmp_path):
     first_run = tmp_path / "diagnostics" / "version_0"
     assert diagnostics_steps(first_run) == {name: {22} if class_name in PROBED else {0, 22}
                                             for class_name, name in CALLBACKS.items()}
+
+    events = load_events(first_run)  # the three TensorBoard views beyond plain scalars
+    assert "_hparams_/session_start_info" in hparams_plugin(events)
+    assert set(custom_scalars_layout(events)) == {f"diagnostics/{name}" for name in CALLBACKS.values()}
+    images = events.Tags()["images"]
+    assert any(tag.endswith("/bands") for tag in images) and any(tag.endswith("/saturation") for tag in images)
 
     fit(tmp_path, "--trainer.max_steps", "46", "--ckpt_path", str(first_run / "checkpoints" / "last.ckpt"))
     resumed = tmp_path / "diagnostics" / "version_1"
