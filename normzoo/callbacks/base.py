@@ -60,6 +60,8 @@ class ProbeCallback(L.Callback):
         return chart_per_group(self.name, [name for name, _ in self.layers])
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if not self.layers:  # nothing to watch in this model (see select)
+            return
         self.probe.collect(batch)
         step = trainer.global_step
         if step % self.every_n_steps == 0 and step != self.last_step and self.probe.ready(step):

@@ -8,12 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from normzoo.callbacks.base import ProbeCallback
 from normzoo.callbacks.layout import Charts, chart_per_group
 from normzoo.callbacks.probe import preserved_state, sum_over_ranks
-from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
 
 PREFIX = "diagnostics/running_stats"
@@ -50,7 +50,8 @@ class RunningStatsConvergence(ProbeCallback):
         eps: added to the population variance in the gaps.
 
     Raises:
-        ConfigError: bad settings, or the model has no BN layer with running statistics.
+        ConfigError: bad settings or unknown layer names. A model without BN layers gets a
+            warning and no measurements, so one callback list serves BN and no-BN runs.
 
     Example::
 
@@ -70,10 +71,11 @@ class RunningStatsConvergence(ProbeCallback):
         if self.layer_names:
             return super().select(pl_module)
         chosen = [(name, m) for name, m in pl_module.named_modules() if keeps_mean_and_variance(m)]
-        if not chosen:
-            raise ConfigError(
-                f"{type(pl_module).__name__} has no BatchNorm layer with running statistics: "
-                "RunningStatsConvergence has nothing to measure (norm: bn, noisy_bn, bn_manual, batch_renorm)."
+        if not chosen:  # a no-BN run of a BN-vs-no-BN comparison: same callbacks, nothing to measure here
+            rank_zero_warn(
+                f"{type(pl_module).__name__} has no BatchNorm layer with running statistics, so "
+                "RunningStatsConvergence measures nothing in this run (norms with them: bn, noisy_bn, bn_manual, "
+                "batch_renorm)."
             )
         return chosen
 

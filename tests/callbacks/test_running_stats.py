@@ -80,7 +80,13 @@ def test_running_stats_catch_up_during_training(trainer_kwargs):
     assert len(gaps) == 4 and gaps[-1] < 0.2 * gaps[0]  # momentum 0.1: the lag decays over ~30 steps
 
 
-def test_model_without_batchnorm_is_a_clear_error(trainer_kwargs):
+def test_a_model_without_batchnorm_is_skipped_with_a_warning(trainer_kwargs):
+    """One callback list serves a BN-vs-no-BN comparison: the no-BN run warns and measures nothing."""
     model = MLPClassifier(input_shape=(4,), num_classes=2, depth=1, width=8, norm="ln")
-    with pytest.raises(ConfigError, match="no BatchNorm layer with running statistics"):
-        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[RunningStatsConvergence()])).fit(model, data())
+    callback = RunningStatsConvergence(every_n_steps=1, probe_size=16)
+    with pytest.warns(UserWarning, match="no BatchNorm layer with running statistics"):
+        L.Trainer(**trainer_kwargs(max_steps=2, callbacks=[callback])).fit(model, data())
+    assert callback.history == [] and callback.probe.inputs is None
+    with pytest.raises(ConfigError, match="No layer named 'backbone.nope'"):
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[RunningStatsConvergence(layers=["backbone.nope"])])).fit(
+            model, data())

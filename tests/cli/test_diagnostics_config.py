@@ -49,3 +49,10 @@ def test_yaml_callbacks_log_and_resume_their_curves(tmp_path):
         (state,) = [value for key, value in states.items() if key.startswith(class_name)]
         expected = {22, 44} if class_name in PROBED else {0, 22, 44}
         assert measured_steps(state["history"]) == expected, class_name  # the curve continues
+
+
+def test_the_same_config_runs_without_batchnorm(tmp_path):
+    """Comparing norms means running the one config with --model.norm none: no callback refuses."""
+    fit(tmp_path, "--trainer.max_steps", "23", "--model.norm", "none", "--run_name", "none")
+    logged = diagnostics_steps(tmp_path / "none" / "version_0")
+    assert set(logged) == set(CALLBACKS.values()) - {"running_stats"}  # nothing to measure without BN
