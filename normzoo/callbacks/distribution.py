@@ -14,6 +14,17 @@ import torch
 from torch import Tensor
 
 
+def channel_moments(x: Tensor) -> Tensor:
+    """Per-channel (dim 1) count, sum and sum of squares in float64, stacked as a (3, C) tensor.
+
+    Sums, not means, so that moments from DDP ranks add up to those of the union of the shards.
+    """
+    x = x.detach().to(torch.float64)
+    dims = [d for d in range(x.dim()) if d != 1]
+    count = torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=torch.float64, device=x.device)
+    return torch.stack([count, x.sum(dims), (x * x).sum(dims)])
+
+
 def sorted_sample(x: Tensor, max_elements: int) -> Tensor:
     """``x`` flattened, thinned to at most ``max_elements`` by a fixed stride, sorted, as float32."""
     flat = x.detach().flatten().float()

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from normzoo.callbacks.distribution import channel_moments
 from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
 from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
@@ -26,10 +27,7 @@ class _OutputMoments:
         self.store, self.name = store, name
 
     def __call__(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        y = output.detach().to(torch.float64)
-        dims = [d for d in range(y.dim()) if d != 1]
-        count = torch.full((y.shape[1],), y.numel() / y.shape[1], dtype=torch.float64, device=y.device)
-        self.store[self.name] = torch.stack([count, y.sum(dims), (y * y).sum(dims)])
+        self.store[self.name] = channel_moments(output)
 
 
 class GradientFlow(L.Callback):

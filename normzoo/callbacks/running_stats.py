@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from normzoo.callbacks.base import ProbeCallback
+from normzoo.callbacks.distribution import channel_moments
 from normzoo.callbacks.layout import Charts, chart_per_group
 from normzoo.callbacks.probe import preserved_state, sum_over_ranks
 from normzoo.norms import keeps_mean_and_variance
@@ -87,10 +88,7 @@ class RunningStatsConvergence(ProbeCallback):
     ) -> dict[str, float]:
         stats: dict[str, Tensor] = {}
         for name, layer in self.layers:
-            x = captured[name].to(torch.float64)
-            dims = [d for d in range(x.dim()) if d != 1]
-            count = torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=torch.float64, device=x.device)
-            count, total, squares = sum_over_ranks(trainer, torch.stack([count, x.sum(dims), (x * x).sum(dims)]))
+            count, total, squares = sum_over_ranks(trainer, channel_moments(captured[name]))
             mean = total / count
             var = (squares - count * mean**2) / (count - 1)
             running_mean, running_var = layer.running_mean.to(torch.float64), layer.running_var.to(torch.float64)
