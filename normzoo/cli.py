@@ -13,6 +13,10 @@ What it adds to LightningCLI:
 - ``--optimizer`` and ``--lr_scheduler`` are linked into the model as plain dicts, so
   hparams and checkpoints stay plain YAML;
 - a ``ModelCheckpoint`` keeps ``last.ckpt`` and the best ``val/acc`` (``--checkpoint.*``);
+- ``StopOnDivergence`` ends a run whose training loss turns NaN/inf and marks it
+  ``run/diverged`` in its logs (``--divergence.check_every_n_steps``);
+- ``normzoo report RUN_DIR...`` compares finished runs in figures and a Markdown table
+  (``normzoo.report``);
 - TensorBoard is the default logger, with runs under ``<runs_dir>/<run_name>/version_N``
   (``run_name`` defaults to the config file's name), the config saved beside each run,
   and the hparams tab filled with the real metrics;
@@ -39,6 +43,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSched
 from lightning.pytorch.plugins import LayerSync
 from torch.optim import Optimizer
 
+from normzoo.callbacks import StopOnDivergence
 from normzoo.data import NormZooDataModule
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
@@ -70,6 +75,7 @@ class NormZooCLI(LightningCLI):
             parser.link_arguments(key, f"model.init_args.{key}", compute_fn=_as_dict)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True})
+        parser.add_lightning_class_args(StopOnDivergence, "divergence")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds every run's logs.")
@@ -118,6 +124,10 @@ class NormZooCLI(LightningCLI):
         shown = [f"{name} {float(metrics[name]):.4f}" for name in SUMMARY_METRICS if name in metrics]
         lines = [f"normzoo {stage} finished: epoch {trainer.current_epoch}, step {trainer.global_step}"]
         lines.append("  " + ("   ".join(shown) if shown else "no metrics logged"))
+        diverged = [cb.diverged_at for cb in trainer.callbacks if isinstance(cb, StopOnDivergence) and
+                    cb.diverged_at is not None]
+        if stage == "fit" and diverged:
+            lines.append(f"  DIVERGED: the training loss became NaN/inf by step {diverged[0]}; the run stopped there")
         if log_dir:
             runs = Path(log_dir).parent.parent
             lines.append(f"  logs: {log_dir}  (view: tensorboard --logdir {runs})")
@@ -168,10 +178,17 @@ def _run_name(config: Namespace) -> str:
 def main(args: Any = None) -> None:
     """Entry point of the ``normzoo`` console script and of ``python -m normzoo``.
 
-    A mistake in the user's input (see ``normzoo.errors``) is printed as one message and
-    exits with status 2; other errors keep their traceback.
+    ``normzoo report RUN_DIR...`` goes to ``normzoo.report``; every other subcommand to
+    ``NormZooCLI``. A mistake in the user's input (see ``normzoo.errors``) is printed as
+    one message and exits with status 2; other errors keep their traceback.
     """
+    argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
     try:
+        if argv and argv[0] == "report":
+            from normzoo.report import main as report_main
+
+            report_main(argv[1:])
+            return
         NormZooCLI(args=args)
     except Exception as error:
         user_error = find_user_error(error)

@@ -7,6 +7,9 @@
 - ``LossLandscape``: loss variation, gradient predictiveness, beta-smoothness (Santurkar Fig 4).
 - ``GradientFlow``: gradient norms, update-to-data ratios, entropy of normalized outputs.
 
+``StopOnDivergence`` is not a diagnostic: it ends a run whose loss turns NaN/inf and marks
+it ``run/diverged`` (the ``normzoo`` CLI always adds it).
+
 Shared pieces: ``normzoo.callbacks.base.ProbeCallback`` (measure layers on a fixed probe
 batch), ``normzoo.callbacks.probe`` (layer selection, input capture, side-effect-free
 measurement), ``normzoo.callbacks.distribution`` (percentiles and 1-Wasserstein on device,
@@ -16,6 +19,7 @@ any size) and ``normzoo.callbacks.objective`` (one batch's loss at other weights
 from normzoo.callbacks.activation_drift import ActivationDrift
 from normzoo.callbacks.base import ProbeCallback
 from normzoo.callbacks.dead_units import DeadUnits
+from normzoo.callbacks.divergence import StopOnDivergence
 from normzoo.callbacks.gradient_flow import GradientFlow
 from normzoo.callbacks.gradient_ics import GradientICS
 from normzoo.callbacks.loss_landscape import LossLandscape
@@ -29,4 +33,5 @@ __all__ = [
     "LossLandscape",
     "ProbeCallback",
     "RunningStatsConvergence",
+    "StopOnDivergence",
 ]

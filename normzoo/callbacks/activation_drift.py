@@ -46,6 +46,8 @@ class ActivationDrift(ProbeCallback):
         mode: "train" or "eval" for the probe forward.
         max_elements: values per layer kept for statistics (a fixed strided subset beyond it).
         log_figure: draw the percentile bands into TensorBoard at the end of training.
+        unit: watch one feature (dim 1: a unit of an MLP layer, a channel of conv maps) instead
+            of pooling all of them: Ioffe & Szegedy plot "a typical sigmoid".
 
     Raises:
         ConfigError: bad settings, or (in ``setup``) unknown layer names or no nonlinearity modules.
@@ -66,8 +68,10 @@ class ActivationDrift(ProbeCallback):
         mode: str = "train",
         max_elements: int = 100_000,
         log_figure: bool = True,
+        unit: int | None = None,
     ) -> None:
         super().__init__(every_n_steps, layers, probe_size, mode)
+        self.unit = unit
         self.percentiles = tuple(float(q) for q in percentiles)
         self.max_elements = max_elements
         self.log_figure = log_figure
@@ -104,10 +108,20 @@ class ActivationDrift(ProbeCallback):
     ) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name, _ in self.layers:
-            local = sorted_sample(captured[name], self.max_elements)
+            local = sorted_sample(self._watched(name, captured[name]), self.max_elements)
             values = trainer.strategy.all_gather(local).flatten().sort().values if trainer.world_size > 1 else local
             metrics.update(self._layer_metrics(name, values, step))
         return metrics
+
+    def _watched(self, name: str, inputs: Tensor) -> Tensor:
+        """The layer's input, or only feature ``unit`` of it."""
+        if self.unit is None:
+            return inputs
+        if inputs.dim() < 2 or not -inputs.shape[1] <= self.unit < inputs.shape[1]:
+            width = inputs.shape[1] if inputs.dim() > 1 else 0
+            raise ConfigError(f"ActivationDrift(unit={self.unit}): layer {name!r} has inputs of shape "
+                              f"{tuple(inputs.shape)}, so unit must lie in [0, {width}).")
+        return inputs[:, self.unit]
 
     def _layer_metrics(self, name: str, values: Tensor, step: int) -> dict[str, float]:
         first = self._first.setdefault(name, values)

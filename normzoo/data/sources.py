@@ -7,6 +7,7 @@ cannot be downloaded (offline machine), ``DatasetUnavailableError`` says where t
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 from dataclasses import dataclass
@@ -66,8 +67,13 @@ def mnist5k_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
 
 
+@functools.lru_cache(maxsize=1)
 def load_mnist5k() -> tuple[Tensor, Tensor]:
-    """All 5,000 embedded digits as uint8 ``(5000, 1, 28, 28)`` images and their labels."""
+    """All 5,000 embedded digits as uint8 ``(5000, 1, 28, 28)`` images and their labels.
+
+    Parsed once per process (studies and tests build many runs); the tensors are shared, so
+    index them (a copy) rather than writing into them.
+    """
     with gzip.open(mnist5k_path(), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     images = torch.from_numpy(table[:, :-1].astype(np.uint8)).view(-1, 1, 28, 28)

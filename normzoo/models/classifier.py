@@ -188,13 +188,14 @@ class CNNClassifier(NormClassifier):
     Args:
         input_shape: ``(C, H, W)`` of one sample; linked from the datamodule by the CLI.
         num_classes: number of classes; linked from the datamodule by the CLI.
-        arch: vgg11, vgg13, vgg16, resnet20 or resnet18.
+        arch: vgg11, vgg13, vgg16, resnet8, resnet20 or resnet18.
         norm: registered norm name: bn, ln, in, gn, none, noisy_bn, ...
         norm_kwargs: options of the norm, e.g. ``{num_groups: 16}`` for gn.
         activation: nonlinearity (relu in the papers).
         init: weight init scheme; None picks the architecture's own (xavier for VGG,
             as in Santurkar et al.; kaiming for ResNet, as in He et al.).
         init_gain: multiplies the init scheme's standard deviation.
+        width_factor: multiplies every layer's channel count (e.g. 0.125 for a quick CPU VGG).
         optimizer: ``{"class_path": ..., "init_args": {...}}``; SGD(lr=0.1, momentum=0.9) if None.
         lr_scheduler: same form, or None for a constant learning rate.
     """
@@ -209,12 +210,15 @@ class CNNClassifier(NormClassifier):
         activation: str = "relu",
         init: str | None = None,
         init_gain: float = 1.0,
+        width_factor: float = 1.0,
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters(logger=False)
-        self.backbone = build_cnn(arch, input_shape, num_classes, norm, norm_kwargs, activation, init, init_gain)
+        self.backbone = build_cnn(
+            arch, input_shape, num_classes, norm, norm_kwargs, activation, init, init_gain, width_factor
+        )
 
 
 def build_cnn(
@@ -226,6 +230,7 @@ def build_cnn(
     activation: str = "relu",
     init: str | None = None,
     init_gain: float = 1.0,
+    width_factor: float = 1.0,
 ) -> nn.Module:
     """A VGG or ResNet backbone by architecture name (see ``CNN_ARCHS``)."""
     if len(input_shape) != 3:
@@ -234,7 +239,7 @@ def build_cnn(
             "Use MLPClassifier for feature vectors."
         )
     common = dict(input_shape=input_shape, num_classes=num_classes, norm=norm, norm_kwargs=norm_kwargs,
-                  activation=activation, init_gain=init_gain)
+                  activation=activation, init_gain=init_gain, width_factor=width_factor)
     if arch in VGG_VARIANTS:
         return VGG(arch, init=init or "xavier", **common)
     if arch in RESNET_VARIANTS:

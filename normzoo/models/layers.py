@@ -98,6 +98,13 @@ class ConvNorm(nn.Sequential):
         self.norm = norm
 
 
+def scaled_width(channels: int, factor: float) -> int:
+    """``channels * factor`` rounded, at least 1; raises ``ConfigError`` for a factor <= 0."""
+    if factor <= 0:
+        raise ConfigError(f"width_factor must be > 0, got {factor}.")
+    return max(1, round(channels * factor))
+
+
 def check_variant(kind: str, variant: str, known: dict) -> None:
     """Raise ``ValueError`` naming the valid variants if ``variant`` is unknown."""
     if variant not in known:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from normzoo.models.layers import ConvNorm, check_variant, init_weights, make_activation
+from normzoo.models.layers import ConvNorm, check_variant, init_weights, make_activation, scaled_width
 from normzoo.norms import NormSpec, get_norm_layer
 
 POOL = "M"
@@ -35,6 +35,7 @@ class VGG(nn.Module):
         activation: nonlinearity after each norm (ReLU in the papers).
         init: weight init scheme; Santurkar et al. use Glorot (``xavier``).
         init_gain: multiplies the scheme's standard deviation.
+        width_factor: multiplies every conv's channel count (0.125 gives a quick CPU model).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class VGG(nn.Module):
         activation: str = "relu",
         init: str = "xavier",
         init_gain: float = 1.0,
+        width_factor: float = 1.0,
     ) -> None:
         super().__init__()
         check_variant("VGG", variant, VGG_VARIANTS)
@@ -57,8 +59,9 @@ class VGG(nn.Module):
             if item == POOL:
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
-                layers += [ConvNorm(channels, int(item), norm_layer), make_activation(activation)]
-                channels = int(item)
+                width = scaled_width(int(item), width_factor)
+                layers += [ConvNorm(channels, width, norm_layer), make_activation(activation)]
+                channels = width
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(channels, num_classes)

@@ -47,11 +47,12 @@ def test_statistics_work_beyond_torch_quantiles_16m_limit():
     assert abs(median - 8_500_000) < 0.01 * 17_000_000
 
 
-def test_first_measurement_matches_a_direct_computation(trainer_kwargs):
+@pytest.mark.parametrize("unit", [None, 5])
+def test_first_measurement_matches_a_direct_computation(unit, trainer_kwargs):
     L.seed_everything(0)
     net = model()
     initial = copy.deepcopy(net)
-    drift = ActivationDrift(every_n_steps=1, probe_size=16, mode="train")
+    drift = ActivationDrift(every_n_steps=1, probe_size=16, mode="train", unit=unit)
     L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[drift])).fit(net, loader())
     probe = next(iter(loader()))[0][:16]
     captured = {}
@@ -63,7 +64,8 @@ def test_first_measurement_matches_a_direct_computation(trainer_kwargs):
     layer.register_forward_pre_hook(keep_input)
     with torch.no_grad():
         initial.train()(probe)
-    expected = np.percentile(captured["x"].numpy().ravel(), [15, 50, 85])
+    watched = captured["x"] if unit is None else captured["x"][:, unit]  # all 12 units, or one (Ioffe's Fig 1)
+    expected = np.percentile(watched.numpy().ravel(), [15, 50, 85])
     record = drift.history["backbone.blocks.1.act"][0]
     np.testing.assert_allclose([record["p15"], record["p50"], record["p85"]], expected, rtol=1e-5)
     assert record["w1_first"] == 0.0 and record["step"] == 0.0
@@ -116,5 +118,8 @@ def test_state_dict_round_trip_continues_the_curves(trainer_kwargs):
 def test_bad_settings_are_clear(trainer_kwargs):
     with pytest.raises(ConfigError, match="No layer named 'nope'"):
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(layers=["nope"])])).fit(model(), loader())
+    with pytest.raises(ConfigError, match=r"unit=12.*shape \(16, 12\).*\[0, 12\)"):
+        drift = ActivationDrift(every_n_steps=1, probe_size=16, unit=12)
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[drift])).fit(model(), loader())
     with pytest.raises(ConfigError, match="mode must be 'train' or 'eval'"):
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(mode="test")])).fit(model(), loader())

@@ -54,9 +54,27 @@ def test_default_init_scales_by_gain():
 
 
 def test_cnn_accepts_mnist_sized_inputs():
-    for arch in ("vgg11", "vgg13", "vgg16", "resnet20", "resnet18"):
+    for arch in ("vgg11", "vgg13", "vgg16", "resnet8", "resnet20", "resnet18"):
         model = build_cnn(arch, input_shape=(1, 28, 28), num_classes=10, norm="gn").eval()
         assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("arch", "full_channels"), [("vgg11", 512), ("resnet20", 64)])
+def test_width_factor_scales_every_conv(arch, full_channels):
+    full = build_cnn(arch, input_shape=(1, 32, 32), norm="bn")
+    slim = build_cnn(arch, input_shape=(1, 32, 32), norm="bn", width_factor=0.25)
+    full_convs = [m.out_channels for m in full.modules() if isinstance(m, nn.Conv2d)]
+    slim_convs = [m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)]
+    assert max(full_convs) == full_channels
+    assert slim_convs == [round(c / 4) for c in full_convs]
+    assert slim.head.in_features == full_channels // 4
+    assert slim(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_resnet8_has_one_block_per_stage():
+    model = ResNet("resnet8", input_shape=(3, 32, 32))
+    assert [len(stage) for stage in model.stages] == [1, 1, 1]
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in model.modules()) == 7
 
 
 @pytest.mark.parametrize(
@@ -64,6 +82,7 @@ def test_cnn_accepts_mnist_sized_inputs():
     [
         (lambda: build_cnn("resnet50"), "Unknown CNN arch 'resnet50'.*resnet20"),
         (lambda: VGG("vgg19"), "Unknown VGG variant 'vgg19'.*vgg16"),
+        (lambda: VGG(width_factor=0), "width_factor must be > 0"),
         (lambda: MLP(activation="swishy"), "Unknown activation 'swishy'.*tanh"),
         (lambda: MLP(init="orthogonal"), "Unknown init scheme 'orthogonal'.*kaiming"),
         (lambda: MLP(norm_position="inside"), "norm_position must be 'before' or 'after'"),

@@ -1,0 +1,176 @@
+"""``normzoo report RUN_DIR...``: compare runs in PNG figures and a Markdown table.
+
+It reads the TensorBoard event files and ``hparams.yaml`` of any normzoo runs (a run
+folder, or any folder above runs) and writes into ``--out``:
+
+- ``report.md``: a table of every run (status, steps, hyperparameters, final metrics),
+  optionally a pivot of a final metric over two hyperparameters, and the figures;
+- ``curves/<tag>.png``: each ``--curves`` tag over steps, a line per run;
+- ``diagnostics/<callback>_<stat>.png``: every diagnostics callback's statistic, a panel
+  per layer, a line per run;
+- with ``--bands PREFIX``: percentile bands of ``PREFIX/p<q>`` per run (Ioffe & Szegedy Fig 1);
+- with ``--versus X --series S``: ``versus.png``, the final ``--metric`` against
+  hyperparameter X, a line per value of S (Wu & He's error vs batch size), and its table;
+- with ``--heatmap ROW COLUMN``: ``heatmap.png``, the final ``--metric`` as a grid
+  (learning-rate sweeps), and its table.
+
+Every PNG carries a ``Legend`` text chunk naming the runs it draws.
+
+A diverged run (``run/diverged``, or a NaN/inf ``train/loss``) is marked as such in every
+table and figure. Example::
+
+    normzoo report runs/studies/wu_he/quick --versus data.batch_size --series norm --error
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from normzoo.errors import ConfigError
+from normzoo.report.figures import (
+    diagnostic_groups,
+    file_name,
+    plot_bands,
+    plot_curves,
+    plot_diagnostic,
+    plot_heatmap,
+    plot_versus,
+)
+from normzoo.report.runs import Run, Series, load_runs
+from normzoo.report.tables import Metric, pivot, pivot_table, runs_table
+
+DEFAULT_CURVES = ("val/acc", "val/loss", "train/loss")
+DEFAULT_COLUMNS = ("norm", "model", "lr", "data.batch_size")
+REPORT_FILE = "report.md"
+
+__all__ = ["DEFAULT_COLUMNS", "DEFAULT_CURVES", "Metric", "ReportOptions", "Run", "Series", "load_runs", "main",
+           "write_report"]
+
+
+@dataclass
+class ReportOptions:
+    """What ``write_report`` draws and tabulates (the command's options, see ``main``)."""
+
+    title: str = "normzoo report"
+    curves: Sequence[str] = DEFAULT_CURVES
+    columns: Sequence[str] = DEFAULT_COLUMNS
+    metric: str = "val/acc"
+    error: bool = False
+    diagnostics: bool = True
+    bands: Sequence[str] = ()
+    versus: tuple[str, str] | None = None  # (x hyperparameter, series hyperparameter)
+    heatmap: tuple[str, str] | None = None  # (row hyperparameter, column hyperparameter)
+    notes: str = ""
+
+
+def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOptions | None = None) -> Path:
+    """Write the figures and ``report.md`` for ``runs`` into ``out_dir``; returns the Markdown file."""
+    options = options or ReportOptions()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pivot_metric = Metric(options.metric, error=options.error)
+    finals = [Metric(options.metric), Metric(options.metric, best=True)]
+    finals += [pivot_metric] if options.error else []
+    finals += [Metric(tag) for tag in ("val/loss", "train/loss", "test/acc") if tag != options.metric]
+    sections = [f"# {options.title}", options.notes.strip(), "## Runs", runs_table(runs, options.columns, finals)]
+    sections += [_legend_of_status()]
+
+    for kind, keys, draw in (("versus", options.versus, plot_versus), ("heatmap", options.heatmap, plot_heatmap)):
+        if keys is None:
+            continue
+        row_key, column_key = (keys[1], keys[0]) if kind == "versus" else keys
+        table = pivot(runs, row_key, column_key, pivot_metric)
+        sections += [f"## {pivot_metric.title} by {row_key} and {column_key}"]
+        if not table.rows:
+            sections += [f"No run has both `{row_key}` and `{column_key}` in its hparams.yaml."]
+            continue
+        figure = draw(table, out / f"{kind}.png")
+        sections += [pivot_table(table), _image(figure, out)]
+
+    if options.bands:
+        sections += ["## Percentile bands"]
+        for prefix in options.bands:
+            figure = plot_bands(runs, prefix, out / "bands" / file_name(prefix))
+            sections += [_image(figure, out) if figure else f"No run logged percentiles under `{prefix}`."]
+
+    sections += ["## Curves"]
+    for tag in options.curves:
+        figure = plot_curves(runs, tag, out / "curves" / file_name(tag), log_y=tag.endswith("loss"))
+        if figure:
+            sections += [_image(figure, out)]
+
+    groups = diagnostic_groups(runs) if options.diagnostics else {}
+    if groups:
+        sections += ["## Diagnostics"]
+        for (callback, stat), layers in sorted(groups.items()):
+            path = out / "diagnostics" / file_name(f"{callback}_{stat}")
+            figure = plot_diagnostic(runs, callback, stat, layers, path)
+            sections += [f"### {callback}: {stat}", _image(figure, out)]
+
+    report = out / REPORT_FILE
+    report.write_text("\n\n".join(section for section in sections if section) + "\n")
+    return report
+
+
+def _image(path: Path, root: Path) -> str:
+    relative = path.relative_to(root).as_posix()
+    return f"![{relative}]({relative})"
+
+
+def _legend_of_status() -> str:
+    return ("Status: *completed* ran to its end; **diverged** stopped when the training loss became NaN/inf "
+            "(its metrics are those of the broken weights); *incomplete* was interrupted or is still running.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="normzoo report",
+        description="Compare normzoo runs (their TensorBoard event files) in PNG figures and a Markdown table.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders (runs/<name>/version_N) or any folder above them")
+    parser.add_argument("--out", default="report", help="output folder (default: report)")
+    parser.add_argument("--title", default="normzoo report")
+    parser.add_argument("--curves", nargs="*", default=list(DEFAULT_CURVES), metavar="TAG",
+                        help="scalar tags drawn over steps (default: %(default)s)")
+    parser.add_argument("--columns", nargs="*", default=list(DEFAULT_COLUMNS), metavar="KEY",
+                        help="hparams.yaml keys shown in the table, dotted for nested ones (default: %(default)s)")
+    parser.add_argument("--metric", default="val/acc", help="the final metric of --versus/--heatmap (default: val/acc)")
+    parser.add_argument("--error", action="store_true", help="show that metric as an error in %%: 100 * (1 - value)")
+    parser.add_argument("--bands", nargs="*", default=[], metavar="PREFIX",
+                        help="tag prefixes with p<q> percentiles, e.g. diagnostics/activation_drift/blocks.2.act")
+    parser.add_argument("--versus", metavar="X_KEY", help="plot the final metric against this hyperparameter")
+    parser.add_argument("--series", metavar="KEY", default="norm", help="one line per value of it (default: norm)")
+    parser.add_argument("--heatmap", nargs=2, metavar=("ROW_KEY", "COLUMN_KEY"),
+                        help="grid of the final metric over two hyperparameters")
+    parser.add_argument("--notes", metavar="FILE", help="Markdown put under the title (e.g. the paper's claim)")
+    parser.add_argument("--no-diagnostics", action="store_true", help="skip the diagnostics callbacks' figures")
+    return parser
+
+
+def read_notes(path: str | None) -> str:
+    if path is None:
+        return ""
+    if not Path(path).is_file():
+        raise ConfigError(f"--notes {path}: no such file. Pass a Markdown file, or leave --notes out.")
+    return Path(path).read_text()
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``normzoo report``: parse ``argv``, load the runs, write the report and say where it is."""
+    args = build_parser().parse_args(argv)
+    runs = load_runs(args.run_dirs)
+    options = ReportOptions(
+        title=args.title, curves=args.curves, columns=args.columns, metric=args.metric, error=args.error,
+        diagnostics=not args.no_diagnostics, bands=args.bands,
+        versus=(args.versus, args.series) if args.versus else None,
+        heatmap=tuple(args.heatmap) if args.heatmap else None,
+        notes=read_notes(args.notes),
+    )
+    report = write_report(runs, args.out, options)
+    diverged = sum(run.status == "diverged" for run in runs)
+    print(f"normzoo report: {len(runs)} runs ({diverged} diverged) -> {report}", flush=True)
+    return report

@@ -1,0 +1,255 @@
+"""Carry out a study: plan, estimate, run side by side on every device, then report.
+
+    python scripts/santurkar.py --quick            # MNIST-5k, minutes on a CPU
+    python scripts/santurkar.py                    # the paper's setup, every GPU in parallel
+    python scripts/santurkar.py --quick --dry-run  # print the commands and the estimate only
+
+- Runs are independent ``normzoo fit`` processes, one per GPU at a time (``CUDA_VISIBLE_DEVICES``),
+  or without GPUs one per CPU core (``--jobs`` changes either).
+- A run that diverges stops itself (``StopOnDivergence``) and the study goes on; a run
+  that crashes is reported with its log at the end, and the study goes on too.
+- Restarting skips finished runs; an interrupted run resumes from its ``last.ckpt``.
+- At the end, ``normzoo report`` over the study's runs writes ``<study>/<mode>/report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from normzoo.errors import ConfigError
+from normzoo.report.runs import load_run
+from normzoo.studies.estimate import estimate_runs, format_duration, schedule_seconds
+from normzoo.studies.spec import Mode, PlannedRun, Study, is_finished, plan_runs, resume_args, study_root
+
+
+@dataclass
+class Slot:
+    """Where one run at a time executes: a GPU index, or a share of the CPU threads."""
+
+    label: str
+    env: dict[str, str]
+    args: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    name: str
+    returncode: int
+    seconds: float
+    log: Path
+
+
+def make_slots(jobs: int | None) -> list[Slot]:
+    """One slot per visible GPU (at most ``jobs``); without GPUs, ``jobs`` CPU slots sharing the cores.
+
+    On CPU the default is one slot per core, each run on one thread: small models are bound
+    by Python's per-step overhead, so runs side by side finish sooner than one run on all cores.
+    """
+    gpus = torch.cuda.device_count()
+    if gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        ids = ids[: jobs or len(ids)]
+        return [Slot(f"GPU {i}", {"CUDA_VISIBLE_DEVICES": i}, ("--trainer.accelerator", "gpu",
+                                                                  "--trainer.devices", "1")) for i in ids]
+    jobs = jobs or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return [Slot(f"CPU slot {i}", env, ("--trainer.accelerator", "cpu", "--trainer.devices", "1"))
+            for i in range(jobs)]
+
+
+def run_study(
+    study: Study,
+    mode: Mode,
+    runs_dir: str | Path = "runs/studies",
+    jobs: int | None = None,
+    extra_args: Sequence[str] = (),
+    estimate: bool = True,
+    dry_run: bool = False,
+    in_process: bool = False,
+    only: Sequence[str] = (),
+) -> int:
+    """Run every unfinished run of ``study`` and write its report; returns the exit status (1 if a run crashed)."""
+    planned = plan_runs(study, mode, runs_dir, extra_args)
+    if only:
+        unknown = sorted(set(only) - {run.name for run in planned})
+        if unknown:
+            raise ConfigError(f"--only {' '.join(unknown)}: no such run in {study.name}. "
+                              f"Its runs: {', '.join(run.name for run in planned)}.")
+        planned = [run for run in planned if run.name in only]
+    root = study_root(study, mode, runs_dir)
+    slots = [Slot("in process", {}, ("--trainer.accelerator", "cpu"))] if in_process else make_slots(jobs)
+    todo = [run for run in planned if not is_finished(run.folder)]
+    say(f"{study.title}: {len(planned)} runs in {root} ({mode} mode), {len(planned) - len(todo)} already finished, "
+        f"{len(todo)} to run on {len(slots)} x {slots[0].label.split(' ')[0]}.")
+    if estimate and todo:
+        announce_estimate(todo, slots)
+    if dry_run:
+        for run in todo:
+            say("  normzoo fit " + " ".join((*run.fit_args, *slots[0].args)))
+        return 0
+    outcomes = execute(todo, slots, root / "logs", in_process)
+    failed = [o for o in outcomes if o.returncode != 0]
+    write_study_report(study, root)
+    for outcome in failed:
+        say(f"FAILED: {outcome.name} exited with status {outcome.returncode}; see {outcome.log}")
+    return 1 if failed else 0
+
+
+def announce_estimate(todo: list[PlannedRun], slots: list[Slot]) -> None:
+    device = torch.device("cuda", 0) if slots[0].label.startswith("GPU") else torch.device("cpu")
+    threads = slots[0].env.get("OMP_NUM_THREADS")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        estimates = estimate_runs(todo, device)
+    finally:
+        torch.set_num_threads(previous)
+    total = schedule_seconds([e.seconds for e in estimates.values()], len(slots))
+    steps = sum(e.steps for e in estimates.values())
+    say(f"Estimated time: about {format_duration(total)} ({steps:,} training steps; "
+        f"measured {len({e.step_seconds for e in estimates.values()})} step timings on {device}).")
+
+
+def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process: bool) -> list[Outcome]:
+    """Run ``todo`` on ``slots``, a run per free slot, and report each as it ends."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    queue = list(todo)
+    running: dict[int, tuple[PlannedRun, subprocess.Popen | None, float, Path]] = {}
+    outcomes: list[Outcome] = []
+    total = len(todo)
+    while queue or running:
+        for index, slot in enumerate(slots):
+            if index in running or not queue:
+                continue
+            run = queue.pop(0)
+            log = log_dir / f"{run.name}.log"
+            args = ["fit", *run.fit_args, *slot.args, *resume_args(run.folder)]
+            say(f"[{total - len(queue)}/{total}] {run.name}: started on {slot.label}")
+            start = time.perf_counter()
+            if in_process:
+                returncode = run_in_process(args, log)
+                outcomes.append(finish(run, returncode, start, log))
+                continue
+            with log.open("w") as handle:
+                process = subprocess.Popen([sys.executable, "-m", "normzoo", *args], stdout=handle,
+                                           stderr=subprocess.STDOUT, env={**os.environ, **slot.env})
+            running[index] = (run, process, start, log)
+        for index, (run, process, start, log) in list(running.items()):
+            if process is not None and process.poll() is not None:
+                outcomes.append(finish(run, process.returncode, start, log))
+                del running[index]
+        if running:
+            time.sleep(0.5)
+    return outcomes
+
+
+def run_in_process(args: list[str], log: Path) -> int:
+    """Run ``normzoo <args>`` in this process (serial; tests and debugging); returns its exit status."""
+    from normzoo.cli import main
+
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0]]  # LightningCLI warns when it sees both args and command-line arguments
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except Exception as error:  # a crashing run must not stop the study
+        log.write_text(f"{type(error).__name__}: {error}\n")
+        return 1
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def finish(run: PlannedRun, returncode: int, start: float, log: Path) -> Outcome:
+    seconds = time.perf_counter() - start
+    outcome = Outcome(run.name, returncode, seconds, log)
+    say(f"    {run.name}: {describe(run, returncode)} ({format_duration(seconds)})")
+    return outcome
+
+
+def describe(run: PlannedRun, returncode: int) -> str:
+    if returncode != 0:
+        return f"FAILED with status {returncode}"
+    versions = sorted(run.folder.glob("version_*"))
+    if not versions:
+        return "finished without logs"
+    logged = load_run(versions[-1], run.name)
+    accuracy = logged.final("val/acc")
+    shown = f", val/acc {accuracy:.4f}" if accuracy is not None else ""
+    if logged.status == "diverged":
+        return f"diverged at step {logged.diverged_at}{shown}"
+    return f"{logged.status} at step {logged.last_step}{shown}"
+
+
+def write_study_report(study: Study, root: Path) -> Path | None:
+    """``normzoo report`` over the study's runs, with the paper's claim on top."""
+    from normzoo.report import main as report_main
+
+    if not any(root.glob("*/version_*")):
+        say("No finished runs to report.")
+        return None
+    notes = root / "claim.md"
+    notes.write_text(study.claim.strip() + "\n")
+    runs = sorted(str(folder) for folder in root.iterdir() if folder.is_dir() and any(folder.glob("version_*")))
+    return report_main([*runs, "--out", str(root / "report"), "--title", study.title, "--notes", str(notes),
+                        *study.report_args])
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def build_parser(study: Study) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=f"{study.title}. Runs `normzoo fit` per run, then `normzoo report`.",
+                                     epilog="Arguments after -- go to every `normzoo fit`.")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_const", const="quick", dest="mode",
+                       help="MNIST-5k, short and slim: minutes on a CPU")
+    modes.add_argument("--tiny", action="store_const", const="tiny", dest="mode",
+                       help="quick with 4 steps per run: checks the machinery")
+    parser.set_defaults(mode="full")
+    parser.add_argument("--runs-dir", default="runs/studies", help="where runs go (default: runs/studies)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs side by side: default one per GPU, or one per CPU core (one thread each)")
+    parser.add_argument("--only", nargs="*", default=[], metavar="RUN", help="run only these runs")
+    parser.add_argument("--no-estimate", action="store_true", help="skip measuring how long the study takes")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, the estimate and the commands")
+    parser.add_argument("--in-process", action="store_true", help="run serially inside this process (debugging)")
+    parser.add_argument("--report-only", action="store_true", help="only (re)write the report of finished runs")
+    return parser
+
+
+def main(study: Study, argv: Sequence[str] | None = None) -> int:
+    """A study script's entry point: parse ``argv`` (``sys.argv[1:]``), run, exit with the status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1:]
+        argv = argv[: argv.index("--")]
+    args = build_parser(study).parse_args(argv)
+    try:
+        if args.report_only:
+            write_study_report(study, study_root(study, args.mode, args.runs_dir))
+            return 0
+        return run_study(study, args.mode, args.runs_dir, args.jobs, extra, estimate=not args.no_estimate,
+                         dry_run=args.dry_run, in_process=args.in_process, only=args.only)
+    except ConfigError as error:
+        print(f"{study.name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{study.name}: interrupted. Run the same command again to go on: finished runs are skipped and "
+              "unfinished ones resume from their last checkpoint.", file=sys.stderr)
+        return 130

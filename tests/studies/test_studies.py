@@ -1,0 +1,134 @@
+"""The study scripts: each runs end to end in tiny mode; divergence, restarts, estimates and slots."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+
+from normzoo.report.runs import load_run
+from normzoo.studies import Study, StudyRun, main, plan_runs, run_study
+from normzoo.studies.estimate import estimate_runs, format_duration, planned_steps, schedule_seconds
+from normzoo.studies.runner import make_slots
+from normzoo.studies.spec import is_finished, resume_args
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY_SCRIPTS = ("ioffe_mnist", "santurkar", "wu_he", "tutorial", "lr_sensitivity", "init_sensitivity", "placement")
+
+
+def load_study(name: str) -> Study:
+    return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"))["STUDY"]
+
+
+def legend(png: Path) -> set[str]:
+    return set(Image.open(png).text["Legend"].split("; "))
+
+
+@pytest.mark.parametrize("name", STUDY_SCRIPTS)
+def test_each_study_runs_in_tiny_mode_and_reports_every_run(name, tmp_path):
+    study = load_study(name)
+    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True) == 0
+    report_dir = tmp_path / name / "tiny" / "report"
+    table = (report_dir / "report.md").read_text().split("## Runs")[1]
+    drawn = legend(report_dir / "curves" / "train_loss.png")
+    for run in study.runs:
+        assert f"| {run.name} |" in table
+        assert run.name in drawn or f"{run.name} (diverged)" in drawn
+    assert study.claim.strip().splitlines()[0] in (report_dir / "report.md").read_text()
+    extra_figures = {"ioffe_mnist": "bands", "santurkar": "heatmap.png", "wu_he": "versus.png",
+                     "lr_sensitivity": "heatmap.png", "init_sensitivity": "heatmap.png"}
+    if name in extra_figures:
+        assert (report_dir / extra_figures[name]).exists()
+
+
+def tiny_study(*runs: StudyRun) -> Study:
+    return Study(name="probe", title="A study of the machinery", claim="Nothing to claim.",
+                 configs=("configs/quickstart.yaml",), quick_configs=("configs/studies/sensitivity.quick.yaml",),
+                 runs=runs, report_args=("--heatmap", "norm", "lr"), root=ROOT)
+
+
+def test_a_diverging_run_is_marked_and_the_study_finishes_and_restarts_skip_it(tmp_path, capsys):
+    study = tiny_study(StudyRun("calm", ("--model.norm", "bn", "--optimizer.init_args.lr", "0.1")),
+                       StudyRun("blowup", ("--model.norm", "none", "--optimizer.init_args.lr", "1e9")))
+    assert main(study, ["--tiny", "--jobs", "2", "--no-estimate", "--runs-dir", str(tmp_path)]) == 0  # 2 processes
+    out = capsys.readouterr().out
+    assert "blowup: diverged at step" in out and "calm: completed at step 3" in out
+    root = tmp_path / "probe" / "tiny"
+    report = (root / "report" / "report.md").read_text()
+    assert "| blowup | **diverged** at step" in report and "| calm | completed | 3 |" in report
+    assert "| none | – | diverged |" in report  # the heat map's table: lr 0.1 and 1e9
+    assert load_run(root / "blowup" / "version_0").status == "diverged"
+    assert "DIVERGED: the training loss became NaN/inf by step" in (root / "logs" / "blowup.log").read_text()
+
+    assert main(study, ["--tiny", "--no-estimate", "--in-process", "--runs-dir", str(tmp_path)]) == 0
+    assert "2 already finished, 0 to run" in capsys.readouterr().out
+    assert sorted(p.name for p in (root / "calm").iterdir()) == ["version_0"]
+
+
+def test_an_interrupted_run_without_checkpoint_restarts_from_scratch(tmp_path, capsys):
+    study = tiny_study(StudyRun("late", ("--model.norm", "bn")))
+    partial = tmp_path / "probe" / "tiny" / "late" / "version_0"
+    with SummaryWriter(str(partial)) as writer:  # what a killed run leaves: events, no run/completed
+        writer.add_scalar("train/loss", 2.0, 1)
+    assert not is_finished(partial.parent)
+    assert resume_args(partial.parent) == () and not partial.parent.exists()
+    partial.mkdir(parents=True)
+    (partial / "checkpoints").mkdir()
+    (partial / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resume_args(partial.parent) == ("--ckpt_path", "last")
+    (partial / "checkpoints" / "last.ckpt").unlink()
+    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True) == 0
+    assert "0 already finished, 1 to run" in capsys.readouterr().out
+    assert load_run(partial).status == "completed"
+
+
+def test_the_estimate_counts_the_trainers_steps_and_times_them(tmp_path):
+    study = tiny_study(StudyRun("a", ("--model.norm", "bn")), StudyRun("b", ("--model.norm", "bn")),
+                       StudyRun("c", ("--model.norm", "none", "--data.batch_size", "30")))
+    quick = estimate_runs(plan_runs(study, "quick", tmp_path), torch.device("cpu"))
+    assert {name: e.steps for name, e in quick.items()} == {"a": 335, "b": 335, "c": 670}  # 5 x ceil(4,000 / B)
+    assert quick["a"].step_seconds == quick["b"].step_seconds > 0  # one timing per distinct setup
+    tiny = estimate_runs(plan_runs(study, "tiny", tmp_path), torch.device("cpu"))
+    assert {e.steps for e in tiny.values()} == {3}
+    assert not any(tmp_path.iterdir())  # estimating writes nothing
+
+
+def test_estimate_arithmetic():
+    assert planned_steps(-1, 5, 75) == 375 and planned_steps(100, 5, 75) == 100 and planned_steps(50, None, 9) == 50
+    assert planned_steps(-1, None, 10) == 10_000
+    assert schedule_seconds([3, 2, 2, 1], 2) == 4 and schedule_seconds([3, 2, 2, 1], 1) == 8
+    assert [format_duration(s) for s in (12, 600, 7200)] == ["12 s", "10 min", "2.0 h"]
+
+
+def test_slots_are_one_per_gpu_or_a_share_of_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = make_slots(None)
+    assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in gpus] == ["0", "1"]
+    assert all("--trainer.devices" in slot.args and "gpu" in slot.args for slot in gpus)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    cpus = make_slots(2)
+    assert len(cpus) == 2 and cpus[0].env["OMP_NUM_THREADS"] == "4"
+    per_core = make_slots(None)  # the default: a run per core, one thread each
+    assert len(per_core) == 8 and per_core[0].env["OMP_NUM_THREADS"] == "1"
+
+
+def test_dry_run_prints_every_command_and_bad_input_is_clear(tmp_path, capsys):
+    study = tiny_study(StudyRun("a", ("--model.norm", "ln")))
+    assert main(study, ["--quick", "--dry-run", "--no-estimate", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "normzoo fit --config" in out and "--model.norm ln" in out and "--run_name a" in out
+    assert not (tmp_path / "probe").exists()
+    assert main(study, ["--tiny", "--only", "b", "--runs-dir", str(tmp_path)]) == 2
+    assert "--only b: no such run in probe. Its runs: a." in capsys.readouterr().err
+    broken = Study(name="broken", title="", claim="", configs=("configs/nope.yaml",), quick_configs=(),
+                   runs=(StudyRun("a"),), root=ROOT)
+    assert main(broken, ["--dry-run"]) == 2
+    assert "needs config files that are not there" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="names several runs"):
+        tiny_study(StudyRun("a"), StudyRun("a"))
