@@ -25,18 +25,22 @@ def plain(value: Any) -> Any:
     return value
 
 
-def flatten_for_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested dicts to ``a/b`` keys with values TensorBoard's hparams tab accepts."""
+def flatten(params: Mapping[str, Any], separator: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested mappings flattened to ``a<separator>b`` keys; the leaf values are kept as they are."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten_for_hparams(value, prefix=f"{name}/"))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
+            flat.update(flatten(value, separator, f"{name}{separator}"))
         else:
-            flat[name] = str(value)
+            flat[name] = value
     return flat
+
+
+def flatten_for_hparams(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten nested dicts to ``a/b`` keys with values TensorBoard's hparams tab accepts."""
+    return {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+            for key, value in flatten(params).items()}
 
 
 @rank_zero_only

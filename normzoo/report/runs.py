@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from normzoo.callbacks.divergence import COMPLETED_TAG, DIVERGED_TAG
 from normzoo.errors import ConfigError
+from normzoo.tb_logging import flatten
 
 EVENT_GLOB = "events.out.tfevents.*"
 LOSS_TAG = "train/loss"
@@ -133,18 +134,7 @@ def read_hparams(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     loaded = yaml.safe_load(path.read_text()) or {}
-    return flatten(loaded) if isinstance(loaded, Mapping) else {}
-
-
-def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+    return flatten(loaded, separator=".") if isinstance(loaded, Mapping) else {}
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
