@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 
 import lightning as L
 import torch
@@ -120,9 +121,18 @@ class NormZooDataModule(L.LightningDataModule):
         """Number of classes, known before ``setup``."""
         raise NotImplementedError
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | Iterable[tuple[Tensor, Tensor]]:
         drop_last = self._drop_last(len(self.train_set))
+        device = self.data_device()
+        if device is not None:
+            from normzoo.data.device_loader import DeviceImageLoader
+
+            return DeviceImageLoader(self.train_set, self.batch_size, self._shuffling_sampler(), device, drop_last)
         return self._loader(self.train_set, self.batch_size, sampler=self._shuffling_sampler(), drop_last=drop_last)
+
+    def data_device(self) -> torch.device | None:
+        """Where training batches are made, if not by a CPU ``DataLoader`` (see ``ImageDataModule``)."""
+        return None
 
     def _shuffling_sampler(self) -> DistributedSampler:
         """This rank's share of a seeded per-epoch shuffle, the same permutation for any world size.

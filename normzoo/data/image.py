@@ -36,6 +36,9 @@ class ImageDataModule(NormZooDataModule):
         val_size: samples held out of the training split for validation.
         augment: random crop (padding 4) + horizontal flip on training images.
         pad_to: zero-pad images to this size, e.g. 32 to give MNIST CIFAR's shape.
+        device_data: keep the training images on the training device as uint8 and make each
+            batch there (``DeviceImageLoader``: same order, same augmentation, no CPU
+            workers). None (the default) does so whenever training runs on a GPU.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class ImageDataModule(NormZooDataModule):
         val_size: int | None = None,
         augment: bool = False,
         pad_to: int | None = None,
+        device_data: bool | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.save_hyperparameters(logger=False)
@@ -59,6 +63,7 @@ class ImageDataModule(NormZooDataModule):
         self.val_size = (500 if dataset == "mnist5k" else 5000) if val_size is None else val_size
         self.augment = augment
         self.pad_to = pad_to
+        self.device_data = device_data
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -68,6 +73,13 @@ class ImageDataModule(NormZooDataModule):
     @property
     def num_classes(self) -> int:
         return self.info.num_classes
+
+    def data_device(self) -> torch.device | None:
+        """The training device when ``device_data`` asks for it (None: a CPU ``DataLoader``)."""
+        if self.device_data is False or self.trainer is None:
+            return None
+        device = self.trainer.strategy.root_device
+        return device if self.device_data or device.type == "cuda" else None
 
     def prepare_data(self) -> None:
         """Download torchvision datasets once per node (rank zero), before ``setup``."""

@@ -1,0 +1,88 @@
+"""``DeviceImageLoader``: training batches cut from uint8 images held in device memory.
+
+A CPU ``DataLoader`` decodes, crops and flips one image at a time in Python: ~10k
+images/s, far below what a GPU trains on (DESIGN.md's anchors). MNIST, Fashion-MNIST,
+CIFAR and MNIST-5k fit in GPU memory many times over as uint8, so this loader copies them
+there once and does everything per batch on the device: gather the batch, crop with zero
+padding and flip (the same augmentation as ``random_crop_flip``), normalize.
+
+The order is the CPU path's: the same ``DistributedSampler`` (seeded permutation per
+epoch, dealt to ranks round robin), which Lightning advances through ``loader.sampler``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DistributedSampler
+
+from normzoo.data.base import ImageTensorDataset
+
+CROP_PADDING = 4
+
+
+class DeviceImageLoader:
+    """Iterate ``(images, labels)`` batches of ``dataset`` on ``device``, in ``sampler``'s order.
+
+    Args:
+        dataset: the in-memory uint8 dataset (its mean, std and augment setting are used).
+        batch_size: samples per batch (per rank).
+        sampler: this rank's ``DistributedSampler`` over ``dataset``; ``sampler.set_epoch``
+            reshuffles (Lightning calls it at every epoch).
+        device: where the images live and the batches are made.
+        drop_last: drop a last batch smaller than ``batch_size``.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageTensorDataset,
+        batch_size: int,
+        sampler: DistributedSampler,
+        device: torch.device | str,
+        drop_last: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.images = dataset.images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+        self.mean = dataset.mean.to(self.device)
+        self.std = dataset.std.to(self.device)
+        self.augment = dataset.augment
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        count = len(self.sampler)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index]
+            if self.augment:
+                images = crop_flip_batch(images)
+            yield (images.float() - self.mean) / self.std, self.labels[index]
+
+
+def crop_flip_batch(images: Tensor, padding: int = CROP_PADDING) -> Tensor:
+    """``random_crop_flip`` for a whole ``(N, C, H, W)`` batch at once, on its device.
+
+    Each image gets its own offsets, uniform in ``[0, 2 * padding]``, into the zero-padded
+    image, and is flipped left-right with probability 1/2.
+    """
+    count, _, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (padding,) * 4)
+    top = torch.randint(0, 2 * padding + 1, (count, 1, 1), device=device)
+    left = torch.randint(0, 2 * padding + 1, (count, 1, 1), device=device)
+    rows = top + torch.arange(height, device=device).view(1, height, 1)
+    columns = left + torch.arange(width, device=device).view(1, 1, width)
+    flip = torch.rand(count, 1, 1, device=device) < 0.5
+    columns = torch.where(flip, 2 * left + width - 1 - columns, columns)  # mirror within the crop
+    batch = torch.arange(count, device=device).view(count, 1, 1)
+    return padded[batch, :, rows, columns].permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
