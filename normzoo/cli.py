@@ -30,8 +30,10 @@ What it adds to LightningCLI:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,22 @@ def sync_batchnorm_plugins(accelerator: Any, plugins: Any) -> list[Any]:
     if not any(isinstance(plugin, LayerSync) for plugin in plugins):
         plugins.append(NormZooSyncBatchNorm())
     return plugins
+
+
+@contextlib.contextmanager
+def own_arguments_only() -> Iterator[None]:
+    """Hide this process's command-line arguments while the CLI runs on ``args`` given in Python.
+
+    LightningCLI warns when it is handed ``args`` while ``sys.argv`` has arguments of its own
+    (a study script's ``--quick``, pytest's options), which is expected when normzoo builds
+    or runs a CLI inside another program.
+    """
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def _as_dict(value: Namespace | None) -> dict[str, Any] | None:

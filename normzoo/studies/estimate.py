@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import math
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -68,21 +67,19 @@ def estimate_runs(planned: list[PlannedRun], device: torch.device) -> dict[str, 
 
 def build(run: PlannedRun):
     """The (model, datamodule, trainer) that ``normzoo fit <run.fit_args>`` would train, without training."""
-    from normzoo.cli import NormZooCLI
+    from normzoo.cli import NormZooCLI, own_arguments_only
 
     args = [*run.fit_args, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
-    with quiet_lightning():
+    with quiet_lightning(), own_arguments_only():
         cli = NormZooCLI(args=args, run=False)
     return cli.model, cli.datamodule, cli.trainer
 
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's start-up chatter and LightningCLI's sys.argv warning while building runs."""
+    """Silence Lightning's start-up chatter and warnings while building runs."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0]]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
     try:
@@ -90,7 +87,6 @@ def quiet_lightning() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        sys.argv = saved_argv
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 

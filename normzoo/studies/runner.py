@@ -157,19 +157,16 @@ def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process
 
 def run_in_process(args: list[str], log: Path) -> int:
     """Run ``normzoo <args>`` in this process (serial; tests and debugging); returns its exit status."""
-    from normzoo.cli import main
+    from normzoo.cli import main, own_arguments_only
 
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0]]  # LightningCLI warns when it sees both args and command-line arguments
     try:
-        main(args)
+        with own_arguments_only():
+            main(args)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except Exception as error:  # a crashing run must not stop the study
         log.write_text(f"{type(error).__name__}: {error}\n")
         return 1
-    finally:
-        sys.argv = saved_argv
     return 0
 
 
