@@ -2,6 +2,9 @@
 
     python scripts/bench.py --model mlp --norms bn none                  # the quickstart shape, CPU or GPU
     python scripts/bench.py --model resnet18 --norms bn gn ln in none --precision 32-true bf16-mixed
+    python scripts/bench.py --model resnet18 --norms bn gn --precision bf16-mixed --modes channels_last compile
+    python scripts/bench.py --model mlp --norms bn --modes eager cuda_graph       # launch-bound: graphs
+    python scripts/bench.py --quickstart                                         # the README's fit, end to end
 
 Both paths train the same backbone (same init, same SGD with momentum) on the same
 synthetic uint8 images, staged once on the device and batched there by normzoo's
@@ -9,9 +12,17 @@ synthetic uint8 images, staged once on the device and batched there by normzoo's
 below (forward, cross-entropy, zero_grad, backward, step). Each path first runs
 ``--warmup`` steps, then is timed over ``--steps`` steps (synchronizing the GPU at both
 ends); the paths take turns, ``--repeats`` times, and the best time of each counts.
-Printed per norm and precision: images/s of each path, their ratio (fit / plain, higher is
-better; 1.00 means Lightning costs nothing) and the model FLOP/s of the plain loop (forward +
-backward FLOPs counted by ``torch.utils.flop_counter``).
+Printed per norm, precision and mode: images/s of each path, their ratio (fit / plain,
+higher is better; 1.00 means Lightning costs nothing), the step time relative to the first
+norm's (bn's) in the same mode, and the model FLOP/s of the plain loop (forward + backward
+FLOPs counted by ``torch.utils.flop_counter``). A mode applies the same speed option to both
+paths: ``eager``; ``channels_last`` (NHWC weights and inputs); ``compile`` (``torch.compile``);
+``cuda_graph`` (``torch.compile(mode="reduce-overhead")``); normzoo's path gets them from
+``normzoo.speed.SpeedUp``.
+
+``--quickstart`` times the README's run instead: ``configs/quickstart.yaml`` through the CLI
+(logger, checkpoints, progress bar, validation every epoch) against a plain loop that trains
+and validates on the same datamodule's loaders for the same epochs.
 """
 
 from __future__ import annotations
@@ -32,6 +43,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from normzoo.data.base import ImageTensorDataset
 from normzoo.data.device_loader import DeviceImageLoader
 from normzoo.models import CNNClassifier, MLPClassifier, NormClassifier
+from normzoo.speed import SpeedUp
+
+MODES = {
+    "eager": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "cuda_graph": {"cuda_graph": True},
+}
+"""Bench mode -> ``SpeedUp`` options for the fit path (the plain loop applies the same by hand)."""
 
 SHAPES = {"mlp": (1, 28, 28), "resnet20": (3, 32, 32), "resnet18": (3, 32, 32), "vgg11": (3, 32, 32)}
 NORM_OPTIONS = {("mlp", "gn"): {"num_groups": 10}}
@@ -43,6 +63,7 @@ OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentu
 class Result:
     norm: str
     precision: str
+    mode: str
     plain_images_per_s: float
     fit_images_per_s: float
     flops_per_s: float
@@ -89,16 +110,33 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def plain_loop_seconds(model: nn.Module, loader, device, precision: str, warmup: int, steps: int) -> float:
+def plain_model(model: nn.Module, mode: str) -> nn.Module:
+    """The plain loop's model in ``mode``, set up the way anyone would write it."""
+    if mode == "channels_last":
+        return model.to(memory_format=torch.channels_last)
+    if mode == "compile":
+        return torch.compile(model)
+    if mode == "cuda_graph":
+        return torch.compile(model, mode="reduce-overhead")
+    return model
+
+
+def plain_loop_seconds(model: nn.Module, loader, device, precision: str, warmup: int, steps: int,
+                       mode: str = "eager") -> float:
     """The reference: a training loop with nothing but the step."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = endless(loader)
+    model = plain_model(model, mode)
     model.train()
     for index in range(warmup + steps):
         if index == warmup:
             sync(device)
             start = time.perf_counter()
         x, y = next(batches)
+        if mode == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if mode == "cuda_graph":
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, precision):
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -125,13 +163,14 @@ class StepClock(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def fit_seconds(model: NormClassifier, loader, device, precision: str, warmup: int, steps: int) -> float:
+def fit_seconds(model: NormClassifier, loader, device, precision: str, warmup: int, steps: int,
+                mode: str = "eager") -> float:
     """normzoo's path: ``Trainer.fit`` as the CLI configures it, minus files and the progress bar."""
     clock = StepClock(warmup, device)
     trainer = L.Trainer(
         accelerator=device.type if device.type != "cuda" else "gpu", devices=1, precision=precision,
         max_steps=warmup + steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[SpeedUp(**MODES[mode]), clock],
     )
     trainer.fit(model, train_dataloaders=loader)
     return clock.seconds
@@ -146,7 +185,7 @@ def step_flops(model: nn.Module, loader, device, precision: str) -> int:
     return counter.get_total_flops()
 
 
-def bench(arch: str, norm: str, precision: str, args: argparse.Namespace, device: torch.device) -> Result:
+def bench(arch: str, norm: str, precision: str, mode: str, args: argparse.Namespace, device: torch.device) -> Result:
     loader = make_loader(arch, args.batch_size, args.batch_size * 16, device)
     plain_times, fit_times = [], []
     flops = 0
@@ -154,12 +193,51 @@ def bench(arch: str, norm: str, precision: str, args: argparse.Namespace, device
         L.seed_everything(0, verbose=False)
         plain = make_model(arch, norm).backbone.to(device)
         flops = flops or step_flops(plain, loader, device, precision)
-        plain_times.append(plain_loop_seconds(plain, loader, device, precision, args.warmup, args.steps))
+        plain_times.append(plain_loop_seconds(plain, loader, device, precision, args.warmup, args.steps, mode))
         L.seed_everything(0, verbose=False)
-        fit_times.append(fit_seconds(make_model(arch, norm), loader, device, precision, args.warmup, args.steps))
+        fit_times.append(fit_seconds(make_model(arch, norm), loader, device, precision, args.warmup, args.steps, mode))
     images = args.steps * args.batch_size
-    return Result(norm, precision, images / min(plain_times), images / min(fit_times),
+    return Result(norm, precision, mode, images / min(plain_times), images / min(fit_times),
                   flops * args.steps / min(plain_times))
+
+
+def quickstart_seconds(extra_args: list[str]) -> tuple[float, float, float, float]:
+    """(normzoo fit seconds, plain loop seconds, their val accuracies) for configs/quickstart.yaml."""
+    import tempfile
+
+    from normzoo.cli import NormZooCLI, own_arguments_only
+
+    with tempfile.TemporaryDirectory() as runs, own_arguments_only():
+        cli = NormZooCLI(args=["--config", "configs/quickstart.yaml", "--runs_dir", runs, *extra_args], run=False)
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        fit_time = time.perf_counter() - start
+        fit_accuracy = float(cli.trainer.callback_metrics["val/acc"])
+    datamodule, epochs = cli.datamodule, cli.trainer.max_epochs
+    device = cli.trainer.strategy.root_device
+    L.seed_everything(0, verbose=False)
+    hparams = cli.model.hparams
+    model = MLPClassifier(norm=hparams.norm, depth=hparams.depth, width=hparams.width,
+                          activation=hparams.activation).backbone.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), **hparams.optimizer["init_args"])
+    train, val = datamodule.train_dataloader(), datamodule.val_dataloader()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        train.sampler.set_epoch(epoch)
+        for x, y in train:
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        correct = torch.zeros((), device=device)
+        with torch.no_grad():
+            for x, y in val:
+                correct += (model(x.to(device)).argmax(dim=-1) == y.to(device)).sum()
+        accuracy = float(correct) / len(datamodule.val_set)
+    sync(device)
+    return fit_time, time.perf_counter() - start, fit_accuracy, accuracy
 
 
 def main() -> None:
@@ -167,25 +245,46 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="mlp")
     parser.add_argument("--norms", nargs="+", default=["bn", "none"])
     parser.add_argument("--precision", nargs="+", default=["32-true"], help="32-true and/or bf16-mixed")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["eager"])
     parser.add_argument("--batch-size", type=int, default=None, help="default: 60 for mlp, 512 for CNNs")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--quickstart", action="store_true", help="time configs/quickstart.yaml end to end")
+    args, extra = parser.parse_known_args()
+    if extra and not args.quickstart:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.batch_size = args.batch_size or (60 if args.model == "mlp" else 512)
     use_gpu = args.accelerator == "gpu" or (args.accelerator == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
     name = torch.cuda.get_device_name(device) if use_gpu else f"CPU ({torch.get_num_threads()} threads)"
+    versions = f"torch {torch.__version__}, lightning {L.__version__}"
+    if args.quickstart:
+        print(f"configs/quickstart.yaml {' '.join(extra)}, best of {args.repeats}, on {name}, {versions}")
+        runs = [quickstart_seconds(["--trainer.accelerator", "gpu" if use_gpu else "cpu", *extra])
+                for _ in range(args.repeats)]
+        fit_time, plain_time = min(run[0] for run in runs), min(run[1] for run in runs)
+        print("| normzoo fit s | plain loop s | fit / plain time | val acc fit | val acc plain |")
+        print("|---|---|---|---|---|")
+        print(f"| {fit_time:.2f} | {plain_time:.2f} | {fit_time / plain_time:.2f}x | {runs[0][2]:.4f} | "
+              f"{runs[0][3]:.4f} |")
+        return
     print(f"{args.model}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, best of "
-          f"{args.repeats}, on {name}, torch {torch.__version__}, lightning {L.__version__}")
-    print("| norm | precision | plain loop img/s | normzoo fit img/s | fit / plain | plain model TFLOP/s |")
-    print("|---|---|---|---|---|---|")
+          f"{args.repeats}, on {name}, {versions}")
+    print("| norm | precision | mode | plain loop img/s | normzoo fit img/s | fit / plain | step time / first "
+          "norm's | plain model TFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for precision in args.precision:
-        for norm in args.norms:
-            result = bench(args.model, norm, precision, args, device)
-            print(f"| {norm} | {precision} | {result.plain_images_per_s:,.0f} | {result.fit_images_per_s:,.0f} | "
-                  f"{result.ratio:.2f}x | {result.flops_per_s / 1e12:.3f} |", flush=True)
+        for mode in args.modes:
+            first = None
+            for norm in args.norms:
+                result = bench(args.model, norm, precision, mode, args, device)
+                first = first or result
+                print(f"| {norm} | {precision} | {mode} | {result.plain_images_per_s:,.0f} | "
+                      f"{result.fit_images_per_s:,.0f} | {result.ratio:.2f}x | "
+                      f"{first.fit_images_per_s / result.fit_images_per_s:.2f}x | "
+                      f"{result.flops_per_s / 1e12:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

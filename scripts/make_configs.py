@@ -131,7 +131,19 @@ def render(dataset: str, family: str, norm: str) -> str:
         lines += [f"  {line}" for line in recipe["scheduler"]]
     lines.append("trainer:")
     lines += [f"  {line}" for line in recipe["trainer"]]
+    lines += speed_lines(family)
     return "\n".join(lines) + "\n"
+
+
+def speed_lines(family: str) -> list[str]:
+    """The ``speed:`` block (normzoo.speed.SpeedUp), with the defaults spelled out."""
+    layout = "# NHWC: CNNs only" if family == "mlp" else "# null: NHWC on GPUs for CNNs where it helps"
+    return [
+        "speed:                          # normzoo.speed.SpeedUp; precision defaults to bf16-mixed on GPUs",
+        f"  channels_last: null           {layout}",
+        "  compile: false                # torch.compile the model (fuses GN/LN/IN statistics; first steps compile)",
+        "  cuda_graph: false             # replay the compiled step as CUDA graphs: small launch-bound models",
+    ]
 
 
 def expected_configs() -> dict[Path, str]:

@@ -29,3 +29,13 @@ def quiet_trainer_kwargs(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def trainer_kwargs():
     return quiet_trainer_kwargs
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.gpu`` tests on machines without CUDA (run them on the device)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)

@@ -19,5 +19,18 @@ def test_bench_prints_a_row_per_norm_and_precision():
     assert len(rows) == 2
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert cells[1] == "32-true" and cells[4].endswith("x")
-        assert float(cells[2].replace(",", "")) > 0 and float(cells[3].replace(",", "")) > 0
+        assert cells[1:3] == ["32-true", "eager"] and cells[5].endswith("x") and cells[6].endswith("x")
+        assert float(cells[3].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0
+    assert rows[0].split("|")[7].strip() == "1.00x"  # bn against itself
+
+
+def test_bench_times_the_quickstart_against_a_plain_loop():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quickstart", "--repeats", "1", "--accelerator", "cpu",
+         "--trainer.max_epochs", "1"],
+        capture_output=True, text=True, timeout=300, check=True, cwd=ROOT,
+    )
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    fit_s, plain_s, ratio, fit_accuracy, plain_accuracy = (cell.strip() for cell in row.strip("|").split("|"))
+    assert float(fit_s) > 0 and float(plain_s) > 0 and ratio.endswith("x")
+    assert abs(float(fit_accuracy) - float(plain_accuracy)) < 0.02  # the same training, twice

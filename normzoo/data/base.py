@@ -14,8 +14,9 @@ from collections.abc import Iterable
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from normzoo.errors import ConfigError
 
@@ -131,8 +132,12 @@ class NormZooDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, sampler=self._shuffling_sampler(), drop_last=drop_last)
 
     def data_device(self) -> torch.device | None:
-        """Where training batches are made, if not by a CPU ``DataLoader`` (see ``ImageDataModule``)."""
+        """Where batches are made, if not by a per-sample ``DataLoader`` (see ``ImageDataModule``)."""
         return None
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
 
     def _shuffling_sampler(self) -> DistributedSampler:
         """This rank's share of a seeded per-epoch shuffle, the same permutation for any world size.
@@ -142,22 +147,45 @@ class NormZooDataModule(L.LightningDataModule):
         what two ranks with batch B see, so DDP and single-process runs are comparable. The
         seed is ``seed_everything``'s (``PL_GLOBAL_SEED``), as in Lightning's own DDP sampler.
         """
-        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        world_size, rank = self._world()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         return DistributedSampler(self.train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size)
+    def val_dataloader(self) -> DataLoader | Iterable[tuple[Tensor, Tensor]]:
+        return self._eval_loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size)
+    def test_dataloader(self) -> DataLoader | Iterable[tuple[Tensor, Tensor]]:
+        return self._eval_loader(self.test_set)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size)
+    def predict_dataloader(self) -> DataLoader | Iterable[tuple[Tensor, Tensor]]:
+        return self._eval_loader(self.test_set, predicting=True)
+
+    def _eval_loader(self, dataset: Dataset, predicting: bool = False) -> DataLoader | Iterable[tuple[Tensor, Tensor]]:
+        """Every sample of ``dataset`` in order, batched on ``data_device()`` or by a ``DataLoader``."""
+        device = self.data_device()
+        if device is None:
+            return self._loader(dataset, self.eval_batch_size)  # Lightning shards it under DDP
+        from normzoo.data.device_loader import DeviceImageLoader
+
+        return DeviceImageLoader(dataset, self.eval_batch_size, self._eval_sampler(dataset, predicting), device)
+
+    def _eval_sampler(self, dataset: Dataset, predicting: bool = False) -> Sampler[int]:
+        """This rank's share of ``dataset`` in order: the shard Lightning gives an evaluation ``DataLoader``.
+
+        Under DDP Lightning injects a non-shuffling ``DistributedSampler`` (padded with repeats
+        so every rank runs the same number of steps), or for prediction its unpadded variant;
+        a loader that is not a ``DataLoader`` gets none, so this one brings its own.
+        """
+        world_size, rank = self._world()
+        if world_size == 1:
+            return SequentialSampler(dataset)
+        if predicting:
+            return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
 
     def _drop_last(self, num_samples: int) -> bool:
         """Drop the last training batch only if a rank's last batch would be too small for BN."""
-        world_size = self.trainer.world_size if self.trainer is not None else 1
+        world_size, _ = self._world()
         per_rank = math.ceil(num_samples / world_size)
         return 0 < per_rank % self.batch_size < MIN_TRAIN_BATCH
 

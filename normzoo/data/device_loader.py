@@ -1,13 +1,21 @@
-"""``DeviceImageLoader``: training batches cut from uint8 images held in device memory.
+"""``DeviceImageLoader``: batches cut from uint8 images held in device memory.
 
-A CPU ``DataLoader`` decodes, crops and flips one image at a time in Python: ~10k
-images/s, far below what a GPU trains on (DESIGN.md's anchors). MNIST, Fashion-MNIST,
-CIFAR and MNIST-5k fit in GPU memory many times over as uint8, so this loader copies them
-there once and does everything per batch on the device: gather the batch, crop with zero
-padding and flip (the same augmentation as ``random_crop_flip``), normalize.
+A CPU ``DataLoader`` decodes, crops, flips and collates one image at a time in Python:
+~10k images/s, far below what a GPU trains on (DESIGN.md's anchors), and ~10 ms per
+evaluation step even for MNIST-5k on a CPU. MNIST, Fashion-MNIST, CIFAR and MNIST-5k fit
+in GPU memory many times over as uint8, so this loader puts them on the device once (a
+no-op on the CPU) and does everything per batch there: gather the batch by index, crop
+with zero padding and flip (``random_crop_flip``'s augmentation), normalize.
 
-The order is the CPU path's: the same ``DistributedSampler`` (seeded permutation per
-epoch, dealt to ranks round robin), which Lightning advances through ``loader.sampler``.
+It makes the same batches as the ``DataLoader`` path: the same order, taken from the same
+sampler, and the same augmentation distribution (other random draws, so augmented pixels
+differ). That is why ``ImageDataModule`` uses it by default for its in-memory data on a
+GPU, and on a CPU unless ``DataLoader`` workers are asked for.
+
+Training follows the seeded ``DistributedSampler`` (a permutation per epoch, dealt to ranks
+round robin), which Lightning advances through ``loader.sampler``; evaluation follows a
+``SequentialSampler``, or under DDP the non-shuffling ``DistributedSampler`` that Lightning
+itself would inject into an evaluation ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Sampler
 
 from normzoo.data.base import ImageTensorDataset
 
@@ -31,17 +39,22 @@ class DeviceImageLoader:
     Args:
         dataset: the in-memory uint8 dataset (its mean, std and augment setting are used).
         batch_size: samples per batch (per rank).
-        sampler: this rank's ``DistributedSampler`` over ``dataset``; ``sampler.set_epoch``
-            reshuffles (Lightning calls it at every epoch).
+        sampler: the sample indices of this rank, in order, with ``len``: for training a
+            shuffling ``DistributedSampler``, whose ``set_epoch`` reshuffles (Lightning calls
+            it every epoch); for evaluation a ``SequentialSampler`` or a non-shuffling
+            ``DistributedSampler``. It is read once per pass.
         device: where the images live and the batches are made.
         drop_last: drop a last batch smaller than ``batch_size``.
     """
+
+    batch_sampler: None = None
+    """As in a ``DataLoader`` given a ``sampler``: Lightning reads both to tell if it shuffles."""
 
     def __init__(
         self,
         dataset: ImageTensorDataset,
         batch_size: int,
-        sampler: DistributedSampler,
+        sampler: Sampler[int],
         device: torch.device | str,
         drop_last: bool = False,
     ) -> None:

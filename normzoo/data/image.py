@@ -36,9 +36,12 @@ class ImageDataModule(NormZooDataModule):
         val_size: samples held out of the training split for validation.
         augment: random crop (padding 4) + horizontal flip on training images.
         pad_to: zero-pad images to this size, e.g. 32 to give MNIST CIFAR's shape.
-        device_data: keep the training images on the training device as uint8 and make each
-            batch there (``DeviceImageLoader``: same order, same augmentation, no CPU
-            workers). None (the default) does so whenever training runs on a GPU.
+        device_data: keep the images on the training device as uint8 and make each batch
+            there, training and evaluation alike (``DeviceImageLoader``): the same batches
+            as a ``DataLoader`` (same order; augmentation with the same distribution)
+            without per-sample Python work. None (the default) does so for this in-memory
+            data on a CUDA device, and on the CPU when ``num_workers`` is 0; True always;
+            False keeps the per-sample ``DataLoader``.
     """
 
     def __init__(
@@ -75,11 +78,16 @@ class ImageDataModule(NormZooDataModule):
         return self.info.num_classes
 
     def data_device(self) -> torch.device | None:
-        """The training device when ``device_data`` asks for it (None: a CPU ``DataLoader``)."""
-        if self.device_data is False or self.trainer is None:
+        """The trainer's device if ``device_data`` picks the ``DeviceImageLoader``, else None.
+
+        Without a trainer (loaders built by hand) the device is the CPU.
+        """
+        if self.device_data is False:
             return None
-        device = self.trainer.strategy.root_device
-        return device if self.device_data or device.type == "cuda" else None
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.device_data or device.type == "cuda" or (device.type == "cpu" and self.num_workers == 0):
+            return device
+        return None
 
     def prepare_data(self) -> None:
         """Download torchvision datasets once per node (rank zero), before ``setup``."""

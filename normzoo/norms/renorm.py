@@ -56,6 +56,10 @@ class BatchRenorm(BatchStatNorm):
         progress = (self.num_batches_tracked.float() / self.warmup_steps).clamp(max=1.0)
         return 1 + (self.r_max - 1) * progress, self.d_max * progress
 
+    # Eager even inside torch.compile: r and d read the running statistics that this call then
+    # updates in place, and AOTAutograd's partitioner may re-read them in the backward after
+    # the update, which silently changes the gradient (pytorch/pytorch PR 197039, open).
+    @torch.compiler.disable
     def normalize_batch(self, x: Tensor) -> Tensor:
         mean, var, count = batch_moments(x, self.reduce_dims(x), self.sync_group)
         sigma_batch = torch.sqrt(var + self.eps)
