@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from typing import Any
 
 import lightning as L
@@ -12,7 +13,7 @@ from torch.utils.hooks import RemovableHandle
 
 from normzoo.callbacks.distribution import channel_moments
 from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
-from normzoo.callbacks.probe import sum_over_ranks
+from normzoo.callbacks.probe import eager_calls, sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import norm_layers
 
@@ -72,6 +73,7 @@ class GradientFlow(L.Callback):
         self.history: list[dict[str, float]] = []
         self._moments: dict[str, Tensor] = {}
         self._handles: list[RemovableHandle] = []
+        self._eager = ExitStack()
         self._last_step = -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -91,6 +93,7 @@ class GradientFlow(L.Callback):
         if self.entropy and self._due(trainer) and not self._handles:
             self._handles = [module.register_forward_hook(_OutputMoments(self._moments, name))
                              for name, module in norm_layers(pl_module) if name]
+            self._eager.enter_context(eager_calls(pl_module))  # a compiled forward would skip the hooks
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._remove_hooks()
@@ -137,4 +140,5 @@ class GradientFlow(L.Callback):
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._eager.close()
 

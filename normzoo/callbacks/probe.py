@@ -83,17 +83,38 @@ def restore_rng(state: RngState) -> None:
 
 
 @contextmanager
+def eager_calls(model: nn.Module) -> Iterator[None]:
+    """Call ``model`` and its submodules eagerly inside the block, even if ``Module.compile()`` was used.
+
+    A compiled module ignores forward hooks added after it was compiled (TorchDynamo skips
+    guards on nn.Module hooks), so a measurement that hooks layers must run the eager forward.
+    The compiled code stays cached and is used again after the block.
+    """
+    compiled = {module: module._compiled_call_impl for module in model.modules()
+                if getattr(module, "_compiled_call_impl", None) is not None}
+    for module in compiled:
+        module._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for module, call in compiled.items():
+            module._compiled_call_impl = call
+
+
+@contextmanager
 def preserved_state(model: nn.Module) -> Iterator[None]:
     """Run a measurement without side effects: buffers (BN statistics), modes and RNG restored.
 
     A train-mode probe forward would otherwise update BatchNorm running statistics and
-    advance the RNG (noisy BN, dropout), changing the training run being measured.
+    advance the RNG (noisy BN, dropout), changing the training run being measured. The
+    model runs eagerly in the block (``eager_calls``), so the measurement's hooks fire.
     """
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     modes = {module: module.training for module in model.modules()}
     rng = capture_rng()
     try:
-        yield
+        with eager_calls(model):
+            yield
     finally:
         with torch.no_grad():
             for name, buffer in model.named_buffers():
@@ -139,13 +160,15 @@ class ProbeBatch:
 
     Collected from the batches the callback sees at the start of training, kept on the
     model's device for the run, and saved in the callback's state so a resumed run measures
-    the same samples.
+    the same samples. A loader with fewer samples than ``size`` before the first measurement
+    seals the probe there: every measurement of a run compares the same samples.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.inputs: Tensor | None = None
         self.targets: Tensor | None = None
+        self.sealed = False
 
     def collect(self, batch: Any) -> None:
         if self.full:
@@ -158,18 +181,21 @@ class ProbeBatch:
 
     @property
     def full(self) -> bool:
-        return self.inputs is not None and len(self.inputs) >= self.size
+        return self.inputs is not None and (self.sealed or len(self.inputs) >= self.size)
 
     def ready(self, step: int) -> bool:
-        """Measurable at ``step``: full, or (after step 0) whatever a small loader provided."""
-        return self.inputs is not None and (self.full or step > 0)
+        """Measurable at ``step``: full, or (after step 0) whatever a small loader provided, then sealed."""
+        if self.inputs is not None and step > 0:
+            self.sealed = True
+        return self.full
 
     def state_dict(self) -> dict[str, Any]:
         return {"inputs": None if self.inputs is None else self.inputs.cpu(),
-                "targets": None if self.targets is None else self.targets.cpu()}
+                "targets": None if self.targets is None else self.targets.cpu(), "sealed": self.sealed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inputs, self.targets = state["inputs"], state["targets"]
+        self.sealed = state.get("sealed", False)  # checkpoints from before sealing lack it
 
 
 def _append(existing: Tensor | None, new: Tensor) -> Tensor:

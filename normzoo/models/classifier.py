@@ -176,6 +176,7 @@ class NormClassifier(L.LightningModule):
             params["data"] = {"class": type(datamodule).__name__, **public_hparams(datamodule.hparams)}
         params["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
         params["world_size"] = self.trainer.world_size
+        params["precision"] = str(self.trainer.precision)  # 32-true, bf16-mixed, ...: runs differ by it
         params["model"] = self.hparams.get("arch", type(self).__name__)  # resnet20, vgg11, ... or MLPClassifier
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):

@@ -123,3 +123,19 @@ def test_bad_settings_are_clear(trainer_kwargs):
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[drift])).fit(model(), loader())
     with pytest.raises(ConfigError, match="mode must be 'train' or 'eval'"):
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(mode="test")])).fit(model(), loader())
+
+
+def test_a_probe_from_a_small_loader_is_sealed_at_its_first_measurement():
+    """Later measurements must compare the same samples (the Wasserstein drift needs equal sizes)."""
+    from normzoo.callbacks.probe import ProbeBatch
+
+    probe = ProbeBatch(size=10)
+    probe.collect((torch.ones(4, 3), torch.zeros(4)))
+    assert not probe.ready(0)  # step 0 waits for a full probe
+    assert probe.ready(2)
+    probe.collect((torch.zeros(4, 3), torch.zeros(4)))
+    assert len(probe.inputs) == 4 and probe.ready(4)
+    resumed = ProbeBatch(size=10)
+    resumed.load_state_dict(probe.state_dict())
+    resumed.collect((torch.zeros(4, 3), torch.zeros(4)))
+    assert torch.equal(resumed.inputs, probe.inputs)

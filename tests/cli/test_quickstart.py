@@ -29,6 +29,7 @@ def test_quickstart_reaches_85_percent_and_logs_to_tensorboard(tmp_path, capsys)
     assert session["norm"].string_value == "bn" and session["lr"].number_value == 0.1
     assert session["data/batch_size"].number_value == 60
     assert session["model"].string_value == "MLPClassifier" and session["world_size"].number_value == 1
+    assert session["precision"].string_value == "32-true"
     assert not [key for key in session if key.startswith("_") or "/_" in key]  # no LightningCLI internals
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
