@@ -29,6 +29,8 @@ from torch import nn
 
 from normzoo.errors import ConfigError
 
+__all__ = ["COMPILE_MODES", "SpeedUp", "compile_unavailable", "resolve_precision", "trains_on_cuda"]
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile`` modes; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs."""
 

@@ -20,7 +20,9 @@ paths: ``eager``; ``channels_last`` (NHWC weights and inputs); ``compile`` (``to
 ``cuda_graph`` (``torch.compile(mode="reduce-overhead")``); normzoo's path gets them from
 ``normzoo.speed.SpeedUp``.
 
-``--quickstart`` times the README's run instead: ``configs/quickstart.yaml`` through the CLI
+``--augment`` crops and flips every batch on the device (``crop_flip_batch``); comparing a
+run with it and one without gives the cost of real-data augmentation against pre-staged
+tensors. ``--quickstart`` times the README's run instead: ``configs/quickstart.yaml`` through the CLI
 (logger, checkpoints, progress bar, validation every epoch) against a plain loop that trains
 and validates on the same datamodule's loaders for the same epochs.
 """
@@ -81,12 +83,13 @@ def make_model(arch: str, norm: str) -> NormClassifier:
     return CNNClassifier(arch=arch, **kwargs)
 
 
-def make_loader(arch: str, batch_size: int, num_images: int, device: torch.device) -> DeviceImageLoader:
+def make_loader(arch: str, batch_size: int, num_images: int, device: torch.device,
+                augment: bool = False) -> DeviceImageLoader:
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (num_images, *SHAPES[arch]), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (num_images,), generator=generator)
     channels = SHAPES[arch][0]
-    data = ImageTensorDataset(images, labels, mean=(0.5,) * channels, std=(0.25,) * channels)
+    data = ImageTensorDataset(images, labels, mean=(0.5,) * channels, std=(0.25,) * channels, augment=augment)
     sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=0)
     return DeviceImageLoader(data, batch_size, sampler, device, drop_last=True)
 
@@ -186,7 +189,7 @@ def step_flops(model: nn.Module, loader, device, precision: str) -> int:
 
 
 def bench(arch: str, norm: str, precision: str, mode: str, args: argparse.Namespace, device: torch.device) -> Result:
-    loader = make_loader(arch, args.batch_size, args.batch_size * 16, device)
+    loader = make_loader(arch, args.batch_size, args.batch_size * 16, device, args.augment)
     plain_times, fit_times = [], []
     flops = 0
     for _ in range(args.repeats):
@@ -251,6 +254,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    parser.add_argument("--augment", action="store_true",
+                        help="random crop + flip on the device for every batch (compare with a run without)")
     parser.add_argument("--quickstart", action="store_true", help="time configs/quickstart.yaml end to end")
     args, extra = parser.parse_known_args()
     if extra and not args.quickstart:
@@ -270,7 +275,8 @@ def main() -> None:
         print(f"| {fit_time:.2f} | {plain_time:.2f} | {fit_time / plain_time:.2f}x | {runs[0][2]:.4f} | "
               f"{runs[0][3]:.4f} |")
         return
-    print(f"{args.model}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, best of "
+    print(f"{args.model}, batch {args.batch_size}, {'augmented' if args.augment else 'pre-staged'} images, "
+          f"{args.steps} timed steps after {args.warmup}, best of "
           f"{args.repeats}, on {name}, {versions}")
     print("| norm | precision | mode | plain loop img/s | normzoo fit img/s | fit / plain | step time / first "
           "norm's | plain model TFLOP/s |")

@@ -58,3 +58,23 @@ def test_two_ranks_with_batch_b_train_like_one_process_with_batch_2b(tmp_path, n
     for key, value in single_weights.items():
         if value.is_floating_point():
             torch.testing.assert_close(ddp_weights[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def equivalence_check(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """scripts/ddp_equivalence.py: 2 ranks launched as two single-device nodes (they can share a GPU)."""
+    command = [sys.executable, str(ROOT / "scripts" / "ddp_equivalence.py"), "--runs-dir", str(tmp_path), *options]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_the_equivalence_script_catches_unsynced_batchnorm(tmp_path):
+    result = equivalence_check(tmp_path, "--norm", "bn")
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "FAIL: 2 ranks x 16 vs 1 x 32, norm bn, on cpu" in result.stdout
+
+
+@pytest.mark.gpu
+def test_synced_batchnorm_on_two_ranks_trains_like_one_process_with_the_double_batch(tmp_path):
+    result = equivalence_check(tmp_path, "--norm", "bn", "--sync", "--accelerator", "gpu")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "PASS" in result.stdout
