@@ -87,8 +87,9 @@ class SpeedUp(Callback):
             trained on a CUDA GPU, except with GroupNorm or InstanceNorm layers in eager
             mode, whose kernels are slower in NHWC.
         compile: ``torch.compile`` the module: True or a mode name (see ``COMPILE_MODES``).
-            The first steps pay the compilation (seconds to a minute); a diagnostics
-            callback that adds hooks recompiles once per hook set.
+            The first steps pay the compilation (seconds to a minute). normzoo's diagnostics
+            measure with the eager forward (``callbacks.probe.eager_calls``), since a compiled
+            module ignores hooks added after compilation.
         cuda_graph: capture the compiled forward and backward as CUDA graphs and replay them
             (``mode="reduce-overhead"``), which removes the per-kernel launch cost that
             dominates small models (DESIGN.md: the Ioffe MLP's step is 2.4 ms eager, 0.175 ms
