@@ -118,9 +118,7 @@ class NormZooCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        configured = config.get("callbacks") or []
-        defaults = self.trainer_defaults.get("callbacks") or []
-        given = [*_as_list(configured), *_as_list(defaults), *callbacks]
+        given = [*_as_list(config.get("callbacks")), *_as_list(self.trainer_defaults.get("callbacks")), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in given):
             every = min(config.get("log_every_n_steps") or 50, MAX_PROGRESS_REFRESH_STEPS)
             callbacks = [*callbacks, TQDMProgressBar(refresh_rate=every)]
@@ -174,7 +172,7 @@ def sync_batchnorm_plugins(accelerator: Any, plugins: Any) -> list[Any]:
             + ". Drop sync_batchnorm on CPU (each rank then normalizes its own batch), run with "
             "--trainer.accelerator=gpu, or use a batch-independent norm (--model.norm gn or ln)."
         )
-    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    plugins = _as_list(plugins)
     if not any(isinstance(plugin, LayerSync) for plugin in plugins):
         plugins.append(NormZooSyncBatchNorm())
     return plugins
@@ -197,7 +195,8 @@ def own_arguments_only() -> Iterator[None]:
 
 
 def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    """A trainer option that takes one item or several (callbacks, plugins) as a list."""
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _as_dict(value: Namespace | None) -> dict[str, Any] | None:
