@@ -24,3 +24,7 @@ def find_user_error(error: BaseException | None) -> NormZooError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+class DiagnosticError(ConfigError):
+    """A diagnostics callback cannot measure this model as configured; the message names the option to change."""

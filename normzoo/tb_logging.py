@@ -8,12 +8,26 @@ then reads their values from the run's own scalar summaries.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+
+def tensorboard_loggers(loggers: Iterable[Any]) -> list[Any]:
+    """The TensorBoard loggers among ``loggers``, from ``lightning.pytorch`` or ``pytorch_lightning``.
+
+    The two packages define separate ``TensorBoardLogger`` classes; a tutorial written with
+    ``import pytorch_lightning as pl`` passes the other one, and an ``isinstance`` test against
+    one class alone would silently skip its layout and figures.
+    """
+    classes: tuple[type, ...] = (TensorBoardLogger,)
+    if "pytorch_lightning" in sys.modules:  # only imported where the user's code did
+        classes += (sys.modules["pytorch_lightning"].loggers.TensorBoardLogger,)
+    return [logger for logger in loggers if isinstance(logger, classes)]
 
 
 def plain(value: Any) -> Any:

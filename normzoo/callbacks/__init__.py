@@ -5,19 +5,23 @@
 - ``DeadUnits``: dead ReLU-family and saturated tanh/sigmoid units.
 - ``RunningStatsConvergence``: BN running statistics vs the population, train/eval gap.
 - ``LossLandscape``: loss variation, gradient predictiveness, beta-smoothness (Santurkar Fig 4).
-- ``GradientFlow``: gradient norms, update-to-data ratios, entropy of normalized outputs.
+- ``GradientFlow``: gradient norms, real and lr*grad update-to-data ratios, entropy of normalized outputs.
 
 ``StopOnDivergence`` is not a diagnostic: it ends a run whose loss turns NaN/inf and marks
 it ``run/diverged`` (the ``normzoo`` CLI always adds it).
 
-Shared pieces: ``normzoo.callbacks.base.ProbeCallback`` (measure layers on a fixed probe
-batch), ``normzoo.callbacks.probe`` (layer selection, input capture, side-effect-free
-measurement), ``normzoo.callbacks.distribution`` (percentiles and 1-Wasserstein on device,
-any size) and ``normzoo.callbacks.objective`` (one batch's loss at other weights).
+Shared pieces: ``normzoo.callbacks.base`` (the ``Diagnostic`` base: cadence, history,
+layout, failure policy; ``ProbeDiagnostic`` for a fixed probe batch; ``LossDiagnostic``
+for the loss around a step), ``normzoo.callbacks.evaluate`` (the one way to evaluate a
+user's model: its replayed ``training_step``, or ``loss=`` / ``forward=``),
+``normzoo.callbacks.capture`` (what the model computes: activation inputs, in place,
+functional, per call), ``normzoo.callbacks.probe`` (the probe batch, side-effect-free
+measurement), ``normzoo.callbacks.distribution`` (percentiles and 1-Wasserstein on device)
+and ``normzoo.callbacks.objective`` (a step's loss at other weights).
 """
 
 from normzoo.callbacks.activation_drift import ActivationDrift
-from normzoo.callbacks.base import ProbeCallback
+from normzoo.callbacks.base import Diagnostic, LossDiagnostic, ProbeDiagnostic
 from normzoo.callbacks.dead_units import DeadUnits
 from normzoo.callbacks.divergence import StopOnDivergence
 from normzoo.callbacks.gradient_flow import GradientFlow
@@ -28,10 +32,12 @@ from normzoo.callbacks.running_stats import RunningStatsConvergence
 __all__ = [
     "ActivationDrift",
     "DeadUnits",
+    "Diagnostic",
     "GradientFlow",
     "GradientICS",
+    "LossDiagnostic",
     "LossLandscape",
-    "ProbeCallback",
+    "ProbeDiagnostic",
     "RunningStatsConvergence",
     "StopOnDivergence",
 ]

@@ -7,32 +7,39 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+from typing_extensions import override
 
-from normzoo.callbacks.base import ProbeCallback
+from normzoo.callbacks.base import ProbeDiagnostic
+from normzoo.callbacks.capture import Captured
 from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
+from normzoo.callbacks.evaluate import Evaluation, ForwardFn
+from normzoo.callbacks.figures import add_figure, layer_series
 from normzoo.errors import ConfigError
 
-PREFIX = "diagnostics/activation_drift"
 
-
-class ActivationDrift(ProbeCallback):
-    """Track the distribution of each nonlinearity's input on a fixed probe batch over training.
+class ActivationDrift(ProbeDiagnostic):
+    """Track the distribution of each activation's input on a fixed probe batch over training.
 
     Ioffe & Szegedy's Fig 1 shows the {15, 50, 85}th percentiles of a sigmoid's input in the
     last hidden layer drifting without BN and staying put with it. This callback measures
-    that for every watched layer, every ``every_n_steps`` optimizer steps (from
-    ``trainer.global_step``, so gradient accumulation is safe), on the same probe samples:
-    the first ``probe_size`` training samples, kept for the whole run (and in checkpoints).
+    that for every watched activation, every ``every_n_steps`` optimizer steps, on the same
+    probe samples: the first ``probe_size`` training samples, kept for the whole run (and in
+    checkpoints). Step 0 is the untrained network (see ``ProbeDiagnostic``).
 
-    The probe forward runs in ``mode`` ("train": batch statistics and noisy-BN noise, as the
-    layers see them in training; "eval": as at inference) under ``no_grad``; BN running
-    statistics, module modes and the RNG are restored afterwards, so measuring does not
-    change the run. Under DDP every rank measures its own probe shard and the samples are
-    gathered, so the numbers describe the union of the shards; rank zero writes.
+    What is watched: the input of every activation the model computes, as modules
+    (``nn.ReLU``, in place or not), functions (``torch.relu``, ``F.gelu``) or tensor methods
+    (``x.sigmoid()``), one site per call (``normzoo.callbacks.capture``); above 12 sites, the
+    last one of each stage of the model (``layers=`` chooses).
 
-    Logged metrics (``<layer>`` is the module path, dots as in ``named_modules``):
+    The probe forward is the model's own ``training_step``, replayed (``forward=`` replaces
+    it), in ``mode`` ("train": batch statistics and noisy-BN noise, as the layers see them
+    in training; "eval": as at inference) under ``no_grad``; BN running statistics, module
+    modes, attributes and the RNG are restored afterwards, so measuring does not change the
+    run. Under DDP every rank measures its own probe shard and the samples are gathered, so
+    the numbers describe the union of the shards; rank zero writes.
+
+    Logged metrics (``<layer>`` is the site name):
         ``diagnostics/activation_drift/<layer>/p<q>`` for each percentile ``q``,
         ``.../mean``, ``.../std``, ``.../w1_prev`` (1-Wasserstein distance to the previous
         measurement), ``.../w1_first`` (to the first one). At the end of training, with a
@@ -41,16 +48,20 @@ class ActivationDrift(ProbeCallback):
     Args:
         every_n_steps: optimizer steps between measurements (step 0 is measured too).
         percentiles: which percentiles (0..100) to log.
-        layers: module names to watch; default every nonlinearity module (its input).
+        layers: sites or module paths to watch (a module that is not an activation has its
+            input watched); default every activation, one per stage above 12.
         probe_size: samples in the probe batch (per rank).
         mode: "train" or "eval" for the probe forward.
         max_elements: values per layer kept for statistics (a fixed strided subset beyond it).
         log_figure: draw the percentile bands into TensorBoard at the end of training.
         unit: watch one feature (dim 1: a unit of an MLP layer, a channel of conv maps) instead
             of pooling all of them: Ioffe & Szegedy plot "a typical sigmoid".
+        forward: ``(pl_module, batch) -> outputs`` to run instead of the replayed ``training_step``.
+        strict: raise on any measurement error instead of warning and stopping.
 
     Raises:
-        ConfigError: bad settings, or (in ``setup``) unknown layer names or no nonlinearity modules.
+        ConfigError: bad settings. ``DiagnosticError`` at the first measurement: named layers
+            that compute nothing, or a forward that fails.
 
     Example::
 
@@ -69,49 +80,47 @@ class ActivationDrift(ProbeCallback):
         max_elements: int = 100_000,
         log_figure: bool = True,
         unit: int | None = None,
+        forward: str | ForwardFn | None = None,
+        strict: bool = False,
     ) -> None:
-        super().__init__(every_n_steps, layers, probe_size, mode)
-        self.unit = unit
+        super().__init__(every_n_steps, layers, probe_size, mode, forward=forward, strict=strict)
+        if max_elements < 2:
+            raise ConfigError("ActivationDrift needs max_elements >= 2.")
         self.percentiles = tuple(float(q) for q in percentiles)
+        if not all(0 <= q <= 100 for q in self.percentiles):
+            raise ConfigError(f"percentiles must lie in [0, 100], got {self.percentiles}.")
+        self.unit = unit
         self.max_elements = max_elements
         self.log_figure = log_figure
-        self.history: dict[str, list[dict[str, float]]] = {}
         self._first: dict[str, Tensor] = {}
         self._previous: dict[str, Tensor] = {}
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.max_elements < 2:
-            raise ConfigError("ActivationDrift needs max_elements >= 2.")
-        if not all(0 <= q <= 100 for q in self.percentiles):
-            raise ConfigError(f"percentiles must lie in [0, 100], got {self.percentiles}.")
-        super().setup(trainer, pl_module, stage)
-
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.log_figure:
-            self._log_figure(trainer)
+        super().on_train_end(trainer, pl_module)
+        self._draw(trainer)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "history": self.history,
             "first": {k: v.cpu() for k, v in self._first.items()},
             "previous": {k: v.cpu() for k, v in self._previous.items()},
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.history = state_dict["history"]
         self._first, self._previous = dict(state_dict["first"]), dict(state_dict["previous"])
 
-    def measure(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, captured: dict[str, Tensor], outputs: Any, step: int
-    ) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for name, _ in self.layers:
-            local = sorted_sample(self._watched(name, captured[name]), self.max_elements)
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, captured: Captured, evaluation: Evaluation,
+                step: int) -> dict[str, Tensor]:
+        stats: dict[str, Tensor] = {}
+        for name, inputs in captured.items():
+            local = sorted_sample(self._watched(name, inputs), self.max_elements)
             values = trainer.strategy.all_gather(local).flatten().sort().values if trainer.world_size > 1 else local
-            metrics.update(self._layer_metrics(name, values, step))
-        return metrics
+            stats.update(self._layer_stats(name, values))
+        return stats
 
     def _watched(self, name: str, inputs: Tensor) -> Tensor:
         """The layer's input, or only feature ``unit`` of it."""
@@ -123,7 +132,7 @@ class ActivationDrift(ProbeCallback):
                               f"{tuple(inputs.shape)}, so unit must lie in [0, {width}).")
         return inputs[:, self.unit]
 
-    def _layer_metrics(self, name: str, values: Tensor, step: int) -> dict[str, float]:
+    def _layer_stats(self, name: str, values: Tensor) -> dict[str, Tensor]:
         first = self._first.setdefault(name, values)
         previous = self._previous.get(name, values)
         self._previous[name] = values
@@ -131,33 +140,21 @@ class ActivationDrift(ProbeCallback):
             percentiles(values, self.percentiles),
             torch.stack([values.mean(), values.std(), wasserstein1(values, previous.to(values.device)),
                          wasserstein1(values, first.to(values.device))]),
-        ]).tolist()  # the one host sync of this measurement
+        ])
         keys = [f"p{q:g}" for q in self.percentiles] + ["mean", "std", "w1_prev", "w1_first"]
-        record = dict(zip(keys, stats, strict=True))
-        self.history.setdefault(name, []).append({"step": float(step), **record})
-        return {f"{PREFIX}/{name}/{key}": value for key, value in record.items()}
+        return {f"{name}/{key}": value for key, value in zip(keys, stats, strict=True)}
 
-    def _log_figure(self, trainer: L.Trainer) -> None:
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers or not self.history or trainer.global_rank != 0:
+    def _draw(self, trainer: L.Trainer) -> None:
+        if not self.log_figure:
             return
-        import matplotlib
+        keys = [f"p{q:g}" for q in self.percentiles]
+        for name, (steps, series) in layer_series(self.history, self.groups, keys).items():
+            def draw(axis: Any, steps: list[float] = steps, series: dict[str, list[float]] = series) -> None:
+                for key in keys:
+                    axis.plot(steps, series[key], label=key)
+                if len(keys) >= 2:
+                    axis.fill_between(steps, series[keys[0]], series[keys[-1]], alpha=0.15)
+                axis.set_xlabel("step")
+                axis.legend(loc="best", fontsize=8)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        for name, records in self.history.items():
-            steps = [r["step"] for r in records]
-            figure, axis = plt.subplots(figsize=(5, 3.2))
-            keys = [f"p{q:g}" for q in self.percentiles]
-            for key in keys:
-                axis.plot(steps, [r[key] for r in records], label=key)
-            if len(keys) >= 2:
-                axis.fill_between(steps, [r[keys[0]] for r in records], [r[keys[-1]] for r in records], alpha=0.15)
-            axis.set_xlabel("step")
-            axis.set_title(f"input of {name}")
-            axis.legend(loc="best", fontsize=8)
-            figure.tight_layout()
-            for logger in loggers:
-                logger.experiment.add_figure(f"{PREFIX}/{name}/bands", figure, global_step=trainer.global_step)
-            plt.close(figure)
+            add_figure(trainer, f"{self.prefix}/{name}/bands", f"input of {name}", draw)

@@ -10,52 +10,64 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
 
+from normzoo.callbacks.base import Diagnostic
+from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.distribution import channel_moments
-from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
-from normzoo.callbacks.probe import eager_calls, sum_over_ranks
-from normzoo.errors import ConfigError
+from normzoo.callbacks.probe import eager_calls, snapshot, sum_over_ranks
 from normzoo.norms import norm_layers
 
-PREFIX = "diagnostics/gradient_flow"
 LOG_2_PI_E = math.log(2 * math.pi * math.e)
 
 
 class _OutputMoments:
-    """Forward hook: per-channel count, sum and sum of squares (float64) of a layer's output."""
+    """Forward hook: adds each call's per-channel count, sum and sum of squares (float64) of a layer's output."""
 
     def __init__(self, store: dict[str, Tensor], name: str) -> None:
         self.store, self.name = store, name
 
-    def __call__(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        self.store[self.name] = channel_moments(output)
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, Tensor) and output.dim() >= 2:
+            moments = channel_moments(output)
+            self.store[self.name] = moments + self.store[self.name] if self.name in self.store else moments
 
 
-class GradientFlow(L.Callback):
+class GradientFlow(Diagnostic):
     """How gradients and updates flow through the layers, in the makemore lectures' terms.
 
-    Every ``every_n_steps`` optimizer steps (from ``trainer.global_step``), just before the
-    optimizer steps, for every weight (a parameter with ``dim() >= 2``):
+    Every ``every_n_steps`` optimizer steps (from ``trainer.global_step``), at each optimizer
+    step of that training batch, for every weight (a parameter with ``dim() >= 2``) that the
+    stepping optimizer holds and that has a gradient (above 12 weights, the last one of each
+    stage of the model):
 
     - ``grad_norm``: the l2 norm of its gradient (after DDP averaging, identical on all ranks);
-    - ``update_ratio_log10``: ``log10(std(lr * grad) / std(weight))``, the size of the coming
-      SGD update relative to the weight; around -3 is the lectures' healthy range.
+    - ``update_ratio_log10``: ``log10(std(w_after - w_before) / std(w_before))``, the update the
+      optimizer really made (Adam, momentum, weight decay, clipping included) relative to the
+      weight; around -3 is the lectures' healthy range;
+    - ``lr_grad_ratio_log10``: ``log10(std(lr * grad) / std(w))``, the plain-SGD update the
+      lectures plot, next to it;
 
-    and for every norm layer's output on that step's training batch:
+    a ratio whose numerator is zero (no update, a zero gradient) is left out rather than
+    logged as ``-inf``; parameters outside the stepping optimizer are never read, so a GAN's
+    generator step does not report the discriminator's stale gradients. And for every norm
+    layer's output on that batch (all micro-batches of an accumulated step, all calls):
 
     - ``entropy``: the differential entropy of a Gaussian with each unit's variance,
       ``0.5 * log(2 * pi * e * var)``, averaged over units; BN's standardized outputs sit
       at ~1.42 nats, plus ``log(gamma)`` once the scale is learned. Under DDP the moments
       are summed over ranks, so the variance is that of the union of the shards.
 
-    The output hooks are attached only for the measured step's forward and removed after it.
+    The output hooks and the optimizer's step hook are attached only for the measured
+    batch and removed after it.
 
-    Logged metrics: ``diagnostics/gradient_flow/<parameter>/grad_norm``,
-    ``.../<parameter>/update_ratio_log10``, ``diagnostics/gradient_flow/<norm layer>/entropy``.
+    Logged metrics: ``diagnostics/gradient_flow/<parameter>/{grad_norm,update_ratio_log10,
+    lr_grad_ratio_log10}``, ``diagnostics/gradient_flow/<norm layer>/entropy``.
 
     Args:
         every_n_steps: optimizer steps between measurements.
         entropy: measure the norm layers' output entropy too.
+        strict: raise on any measurement error instead of warning and stopping.
 
     Raises:
         ConfigError: ``every_n_steps`` < 1.
@@ -67,78 +79,93 @@ class GradientFlow(L.Callback):
 
     name = "gradient_flow"
 
-    def __init__(self, every_n_steps: int = 100, entropy: bool = True) -> None:
-        self.every_n_steps = every_n_steps
+    def __init__(self, every_n_steps: int = 100, entropy: bool = True, strict: bool = False) -> None:
+        super().__init__(every_n_steps, strict)
         self.entropy = entropy
-        self.history: list[dict[str, float]] = []
+        self.weights: list[str] = []
+        self.norms: list[str] = []
+        self._stats: dict[str, Tensor] = {}
         self._moments: dict[str, Tensor] = {}
-        self._handles: list[RemovableHandle] = []
+        self._norm_hooks: list[RemovableHandle] = []
+        self._step_hooks: list[RemovableHandle] = []
         self._eager = ExitStack()
-        self._last_step = -1
+        self._measuring = -1
+        self._stepped = False
 
+    @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.every_n_steps < 1:
-            raise ConfigError("GradientFlow needs every_n_steps >= 1.")
+        self.weights = select_per_stage([name for name, p in pl_module.named_parameters() if p.dim() >= 2])
+        self.norms = select_per_stage([name for name, _ in norm_layers(pl_module) if name]) if self.entropy else []
+        self.groups = self.weights + self.norms
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        write_layout(trainer, pl_module, self)
-
-    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
-        """One chart per weight (gradient norm, update ratio) and per norm layer (entropy)."""
-        weights = [name for name, p in pl_module.named_parameters() if p.dim() >= 2]
-        norms = [name for name, _ in norm_layers(pl_module) if name] if self.entropy else []
-        return chart_per_group(self.name, weights + norms)
-
+    @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
-        if self.entropy and self._due(trainer) and not self._handles:
-            self._handles = [module.register_forward_hook(_OutputMoments(self._moments, name))
-                             for name, module in norm_layers(pl_module) if name]
+        self._arm(trainer, pl_module)
+
+    @override
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if self._measuring >= 0:
+            with self.failure_policy(trainer, pl_module, self._measuring):
+                self._before_step(pl_module, optimizer)
+
+    @override
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._finish(trainer, pl_module)
+
+    def forget(self) -> None:
+        for handle in self._norm_hooks + self._step_hooks:
+            handle.remove()
+        self._norm_hooks, self._step_hooks = [], []
+        self._eager.close()
+        self._stats, self._moments = {}, {}
+        self._measuring, self._stepped = -1, False
+
+    def _arm(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """On a due step, hook the norm layers' outputs for this batch (every micro-batch of the step)."""
+        step = trainer.global_step
+        if self._measuring != step and not self.due(step):
+            return
+        self._measuring = step
+        if self.norms and not self._norm_hooks:
+            modules = dict(pl_module.named_modules())
+            self._norm_hooks = [modules[name].register_forward_hook(_OutputMoments(self._moments, name))
+                           for name in self.norms]
             self._eager.enter_context(eager_calls(pl_module))  # a compiled forward would skip the hooks
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._remove_hooks()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._remove_hooks()
-
     @torch.no_grad()
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if not self._due(trainer):
-            return
-        self._last_step = trainer.global_step
+    def _before_step(self, pl_module: L.LightningModule, optimizer: Any) -> None:
+        """Gradient statistics of the stepping optimizer's weights, and a copy of them to measure its update."""
+        self._stepped = True
         lrs = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
-        stats: dict[str, Tensor] = {}
-        for name, param in pl_module.named_parameters():
-            if param.grad is None or param.dim() < 2:
-                continue
+        names = {id(p): name for name, p in pl_module.named_parameters()}
+        watched = set(self.weights)
+        params = [(names[id(p)], p) for group in optimizer.param_groups for p in group["params"]
+                  if id(p) in names and names[id(p)] in watched and p.grad is not None and p.numel() > 1]
+        for name, param in params:
             grad = param.grad.float()
-            stats[f"{name}/grad_norm"] = grad.norm()
-            update = (lrs.get(id(param), 0.0) * grad).std()
-            stats[f"{name}/update_ratio_log10"] = torch.log10(update / param.float().std().clamp_min(1e-12))
-        for name, moments in self._moments.items():
-            count, total, squares = sum_over_ranks(trainer, moments)
-            variance = (squares / count - (total / count) ** 2).clamp_min(1e-12)
-            stats[f"{name}/entropy"] = (0.5 * (LOG_2_PI_E + variance.log())).mean().float()
-        self._moments.clear()
-        values = torch.stack(list(stats.values())).tolist() if stats else []  # the one host sync
-        record = dict(zip(stats, values, strict=True))
-        self.history.append({"step": float(trainer.global_step), **record})
-        for logger in trainer.loggers:
-            logger.log_metrics({f"{PREFIX}/{k}": v for k, v in record.items()}, step=trainer.global_step)
+            self._stats[f"{name}/grad_norm"] = grad.norm()
+            self._stats[f"{name}/lr_grad_ratio_log10"] = torch.log10(
+                (lrs[id(param)] * grad).std() / param.float().std())
+        before = snapshot([p for _, p in params])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "last_step": self._last_step}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history, self._last_step = state_dict["history"], state_dict["last_step"]
-
-    def _due(self, trainer: L.Trainer) -> bool:
-        step = trainer.global_step
-        return step % self.every_n_steps == 0 and step != self._last_step
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
+        def after_step(*args: Any) -> None:
             handle.remove()
-        self._handles = []
-        self._eager.close()
+            for (name, param), old in zip(params, before, strict=True):
+                self._stats[f"{name}/update_ratio_log10"] = torch.log10(
+                    (param.detach().float() - old.float()).std() / old.float().std())
 
+        handle = optimizer.register_step_post_hook(after_step)
+        self._step_hooks.append(handle)
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the measured step: entropies from the summed moments, then one record of the finite values."""
+        if self._measuring < 0 or not self._stepped:
+            return  # not measuring, or an accumulating micro-batch before the step
+        step, stats, moments = self._measuring, dict(self._stats), dict(self._moments)
+        self.forget()
+        with self.failure_policy(trainer, pl_module, step):
+            for name, sums in moments.items():
+                count, total, squares = sum_over_ranks(trainer, sums)
+                variance = (squares / count - (total / count) ** 2).clamp_min(1e-12)
+                stats[f"{name}/entropy"] = (0.5 * (LOG_2_PI_E + variance.log())).mean().float()
+            self.record(trainer, step, stats, finite_only=True)

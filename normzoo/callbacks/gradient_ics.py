@@ -9,13 +9,13 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
-from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
-from normzoo.callbacks.objective import BatchObjective, LossFn, assign, resolve_loss, snapshot
-from normzoo.callbacks.probe import RngState, capture_rng, preserved_state
+from normzoo.callbacks.base import LossDiagnostic
+from normzoo.callbacks.capture import select_per_stage
+from normzoo.callbacks.evaluate import LossFn
+from normzoo.callbacks.probe import assign, preserved_state, snapshot
 from normzoo.errors import ConfigError
-
-PREFIX = "diagnostics/gradient_ics"
 
 
 def layer_weights(module: nn.Module) -> list[Tensor]:
@@ -49,7 +49,7 @@ def execution_order(model: nn.Module) -> Iterator[list[str]]:
             handle.remove()
 
 
-class GradientICS(L.Callback):
+class GradientICS(LossDiagnostic):
     """How much a layer's gradient changes when the layers before it take their update.
 
     Santurkar et al. (2018) define internal covariate shift through the optimization: at
@@ -62,13 +62,14 @@ class GradientICS(L.Callback):
     - ``l2_diff``: ``||G_i - G'_i||_2``; ``relative_l2_diff``: the same over ``||G_i||_2``;
     - ``cosine``: ``cos(G_i, G'_i)``.
 
-    "Layers before ``i``" are all modules owning parameters (norm layers' affine parameters
-    included) that a forward pass calls before layer ``i``, read from the forward itself.
-    All passes run on the measured step's batch with its random draws replayed (noisy-BN
+    "Layers before ``i``" are all modules owning trainable parameters (norm layers' affine
+    parameters included) that a forward pass calls before layer ``i``, read from the forward
+    itself. The loss is the model's own ``training_step`` loss, replayed (``loss=`` replaces
+    it), over all micro-batches of the step with their random draws replayed (noisy-BN
     noise, dropout), in the model's training modes and precision, with gradients averaged
     over DDP ranks. Afterwards the parameters hold exactly the optimizer's result, BN
-    buffers and the RNG are restored, and neither ``.grad`` nor the optimizer state is
-    touched, so the run is bit-identical to one without the callback. Cost per
+    buffers, attributes and the RNG are restored, and neither ``.grad`` nor the optimizer
+    state is touched, so the run is bit-identical to one without the callback. Cost per
     measurement: one forward and a partial backward per watched layer.
 
     Logged metrics: ``diagnostics/gradient_ics/<layer>/{l2_diff,relative_l2_diff,cosine}``.
@@ -76,11 +77,12 @@ class GradientICS(L.Callback):
     Args:
         every_n_steps: optimizer steps between measurements (step 0 is measured too).
         layers: module names of the layers to measure (each must own a weight with
-            ``dim() >= 2``); default every such layer except the first one called (nothing
-            comes before it, so ``G' = G``).
-        loss: the objective, see ``normzoo.callbacks.objective.resolve_loss``: a
+            ``dim() >= 2``); default every such trainable layer except the first one called
+            (nothing comes before it, so ``G' = G``), one per stage above 12.
+        loss: the objective; None for the ``training_step``'s own loss, else a
             ``torch.nn.functional`` loss name applied to ``(pl_module(inputs), targets)``, or a
             function ``(pl_module, batch) -> loss`` (or its dotted import path).
+        strict: raise on any measurement error instead of warning and stopping.
 
     Raises:
         ConfigError: ``every_n_steps`` < 1, an unknown loss, or a named layer without weights.
@@ -92,22 +94,15 @@ class GradientICS(L.Callback):
 
     name = "gradient_ics"
 
-    def __init__(
-        self, every_n_steps: int = 2000, layers: Sequence[str] | None = None, loss: str | LossFn = "cross_entropy"
-    ) -> None:
-        self.every_n_steps = every_n_steps
+    def __init__(self, every_n_steps: int = 2000, layers: Sequence[str] | None = None,
+                 loss: str | LossFn | None = None, strict: bool = False) -> None:
+        super().__init__(every_n_steps, loss, strict)
         self.layer_names = list(layers) if layers else None
-        self.loss = loss
-        self.loss_fn = resolve_loss(loss)
-        self.history: list[dict[str, float]] = []
-        self._last_step = -1
-        self._rng: RngState | None = None
         self._before: list[Tensor] | None = None
         self._step = -1
 
+    @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.every_n_steps < 1:
-            raise ConfigError("GradientICS needs every_n_steps >= 1.")
         modules = dict(pl_module.named_modules())
         for name in self.layer_names or []:
             if name not in modules or not layer_weights(modules[name]):
@@ -117,52 +112,35 @@ class GradientICS(L.Callback):
                     f"{type(pl_module).__name__}. Layers with weights: {', '.join(weighted[:12])}, ..."
                 )
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        write_layout(trainer, pl_module, self)
-
-    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
-        """One chart per measured layer.
-
-        The forward order is only known at the first measurement; by default the first
-        weighted layer in registration order (in practice the first one called, which is
-        not measured) gets no chart.
-        """
-        names = self.layer_names or [name for name, module in pl_module.named_modules() if layer_weights(module)][1:]
-        return chart_per_group(self.name, names)
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps == 0 and step != self._last_step:
-            self._rng = capture_rng()  # the draws this step's forward makes, to replay them
-
+    @override
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if self._rng is not None and self._before is None:
+        if self.micro_batches and self._before is None:
             self._step = trainer.global_step
             self._before = snapshot(self._parameters(pl_module))
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            idx: int) -> None:
         if self._before is None:
             return
-        try:
-            metrics = self._measure(trainer, pl_module, batch)
-        finally:
-            self._last_step = self._step
-            self._forget()
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=self._last_step)
+        with self.failure_policy(trainer, pl_module, self._step):
+            try:
+                stats = self._measure(trainer, pl_module)
+            finally:
+                self.last_step = self._step
+                self.forget()
+            if stats is not None:
+                self.record(trainer, self.last_step, stats)
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._forget()
+    def forget(self) -> None:
+        super().forget()
+        self._before = None
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._forget()
-
-    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> dict[str, float]:
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Tensor] | None:
         params = self._parameters(pl_module)
         before, after = self._before, snapshot(params)
         updated_value = {id(p): value for p, value in zip(params, after, strict=True)}
-        objective = BatchObjective(trainer, pl_module, batch, self.loss_fn, self._rng)
+        objective = self.objective(trainer, pl_module)
         modules = dict(pl_module.named_modules())
         weights = {name: layer_weights(module) for name, module in modules.items() if layer_weights(module)}
         stats: dict[str, Tensor] = {}
@@ -170,11 +148,15 @@ class GradientICS(L.Callback):
             try:
                 assign(params, before)
                 with execution_order(pl_module) as order:
-                    _, grads = objective([w for layer in weights.values() for w in layer])
-                pieces = iter(grads)
+                    result = objective([w for layer in weights.values() for w in layer])
+                if result is None:
+                    return None
+                pieces = iter(result[1])
                 original = {name: [next(pieces) for _ in layer] for name, layer in weights.items()}
                 updated = 0
-                for name in self._watched(order, weights):
+                watched = self._watched(order, weights)
+                self.set_groups(trainer, pl_module, watched)
+                for name in watched:
                     position = order.index(name)
                     for earlier in order[updated:position]:  # layers 1..i-1 take this step's update
                         _take_update(modules[earlier], updated_value)
@@ -183,30 +165,18 @@ class GradientICS(L.Callback):
                     stats.update(_compare(name, original[name], shifted))
             finally:
                 assign(params, after)
-        values = torch.stack(list(stats.values())).tolist() if stats else []  # the one host sync
-        record = dict(zip(stats, values, strict=True))
-        self.history.append({"step": float(self._step), **record})
-        return {f"{PREFIX}/{key}": value for key, value in record.items()}
+        return stats
 
     def _watched(self, order: list[str], weighted: dict[str, list[Tensor]]) -> list[str]:
-        """The measured layers in forward order: the named ones, or every weighted layer after the first."""
+        """The measured layers in forward order: the named ones, or the default selection after the first."""
         called = [name for name in order if name in weighted]
         if self.layer_names:
             return [name for name in called if name in self.layer_names]
-        return called[1:]
+        return select_per_stage(called[1:])
 
     @staticmethod
     def _parameters(pl_module: L.LightningModule) -> list[Tensor]:
         return [p for p in pl_module.parameters() if p.requires_grad]
-
-    def _forget(self) -> None:
-        self._rng, self._before = None, None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "last_step": self._last_step}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history, self._last_step = state_dict["history"], state_dict["last_step"]
 
 
 def _take_update(module: nn.Module, updated_value: dict[int, Tensor]) -> None:

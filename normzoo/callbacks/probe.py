@@ -1,85 +1,41 @@
-"""Shared helpers of the diagnostics callbacks: which layers to watch, capturing their inputs
-around one measured forward pass, and leaving the model exactly as it was.
+"""Measuring a model without changing it: its state kept and restored, its fixed probe batch, rank sums.
 
-Hooks live only inside ``capture_inputs``; nothing keeps activations past a measurement.
+A measurement runs the user's own code (a replayed ``training_step``), which may update BN
+buffers, draw random numbers, toggle ``requires_grad``, rebind attributes (a counter, a
+torchmetrics state) or append to a list. ``preserved_state`` puts all of that back, so a
+run with diagnostics trains exactly as one without them.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from normzoo.errors import ConfigError
+from normzoo.batches import batch_length, batch_to, concat_batches, slice_batch
 
-NONLINEARITIES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Softplus)
-"""Module types whose inputs are "the input of a nonlinearity" (Ioffe & Szegedy Fig 1)."""
-
-
-def select_layers(model: nn.Module, names: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
-    """The layers to watch: the named ones, or by default every nonlinearity module.
-
-    Raises:
-        ConfigError: a named layer does not exist, or the model has no nonlinearity modules.
-    """
-    modules = dict(model.named_modules())
-    if names:
-        missing = [name for name in names if name not in modules]
-        if missing:
-            raise ConfigError(
-                f"No layer named {', '.join(map(repr, missing))} in {type(model).__name__}. "
-                f"Some layer names: {', '.join(list(n for n in modules if n)[:12])}, ..."
-            )
-        return [(name, modules[name]) for name in names]
-    chosen = [(name, m) for name, m in modules.items() if isinstance(m, NONLINEARITIES)]
-    if not chosen:
-        raise ConfigError(
-            f"{type(model).__name__} has no nonlinearity modules (nn.ReLU, nn.Tanh, ...) to watch; "
-            "functional activations cannot be hooked. Name the layers to watch with layers=[...]."
-        )
-    return chosen
-
-
-class _InputRecorder:
-    """Forward pre-hook that keeps the (detached) input of one layer from one forward pass."""
-
-    def __init__(self, store: dict[str, Tensor], name: str) -> None:
-        self.store, self.name = store, name
-
-    def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        self.store[self.name] = inputs[0].detach()
-
-
-@contextmanager
-def capture_inputs(layers: Sequence[tuple[str, nn.Module]]) -> Iterator[dict[str, Tensor]]:
-    """Record each layer's input during the forward passes inside the block; hooks always removed."""
-    store: dict[str, Tensor] = {}
-    handles = [module.register_forward_pre_hook(_InputRecorder(store, name)) for name, module in layers]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-RngState = tuple[Tensor, list[Tensor] | None]
+RngState = tuple[Tensor, list[Tensor] | None, Any, Any]
 
 
 def capture_rng() -> RngState:
-    """The CPU generator's state and, once CUDA is in use, every CUDA generator's state."""
+    """Every generator a training step may draw from: torch's CPU and CUDA ones, numpy's, Python's."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return torch.get_rng_state(), cuda
+    return torch.get_rng_state(), cuda, np.random.get_state(), random.getstate()
 
 
 def restore_rng(state: RngState) -> None:
     """Put the generators back to a ``capture_rng`` state: the next random draws repeat."""
-    cpu, cuda = state
+    cpu, cuda, numpy_state, python_state = state
     torch.set_rng_state(cpu)
     if cuda is not None:
         torch.cuda.set_rng_state_all(cuda)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
 
 
 @contextmanager
@@ -101,105 +57,128 @@ def eager_calls(model: nn.Module) -> Iterator[None]:
             module._compiled_call_impl = call
 
 
+class _Attributes:
+    """A module's ``__dict__`` as it was: rebound attributes and the contents of its lists, dicts and sets."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.values = dict(module.__dict__)
+        self.contents = {key: _copy_container(value) for key, value in self.values.items()
+                         if isinstance(value, (list, dict, set))}
+
+    def restore(self) -> None:
+        current = self.module.__dict__
+        for key in [key for key in current if key not in self.values]:
+            del current[key]
+        current.update(self.values)
+        for key, content in self.contents.items():
+            container = self.values[key]
+            container.clear()
+            container.update(content) if isinstance(container, (dict, set)) else container.extend(content)
+
+
+def _copy_container(value: list | dict | set) -> list | dict | set:
+    return value.copy()
+
+
 @contextmanager
 def preserved_state(model: nn.Module) -> Iterator[None]:
-    """Run a measurement without side effects: buffers (BN statistics), modes and RNG restored.
+    """Run a measurement without side effects on ``model`` or the random generators.
 
-    A train-mode probe forward would otherwise update BatchNorm running statistics and
-    advance the RNG (noisy BN, dropout), changing the training run being measured. The
-    model runs eagerly in the block (``eager_calls``), so the measurement's hooks fire.
+    Restored afterwards: every buffer (BN statistics) by value, every module's mode and
+    plain attributes (rebound values, the contents of lists/dicts/sets, so a replayed
+    ``training_step`` that appends its outputs or counts its calls leaves no trace), every
+    parameter's ``requires_grad`` (``toggle_optimizer``) and the RNG. The model runs
+    eagerly in the block (``eager_calls``), so the measurement's hooks fire. Tensors that
+    the user's code changes in place outside buffers are not tracked.
     """
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
-    modes = {module: module.training for module in model.modules()}
+    attributes = [_Attributes(module) for module in model.modules()]
+    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
     rng = capture_rng()
     try:
         with eager_calls(model):
             yield
     finally:
+        for state in attributes:
+            state.restore()
         with torch.no_grad():
             for name, buffer in model.named_buffers():
                 if name in buffers:
                     buffer.copy_(buffers[name])
-        for module, training in modes.items():
-            module.training = training
+        for param, flag in requires_grad:
+            param.requires_grad_(flag)
         restore_rng(rng)
 
 
-def batch_inputs(batch: Any) -> Tensor:
-    """The model input of a batch: the batch itself, or the first item of a tuple/list/dict."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    if isinstance(batch, dict):
-        for value in batch.values():
-            if isinstance(value, Tensor):
-                return value
-    raise ConfigError(
-        f"Cannot find the model input in a batch of type {type(batch).__name__}; diagnostics expect a "
-        "tensor or a (inputs, targets, ...) tuple."
-    )
+def model_tensors(model: nn.Module) -> list[Tensor]:
+    """The model's parameters and buffers: what its state at one moment consists of."""
+    return [*model.parameters(), *model.buffers()]
 
 
-TARGET_KEYS = ("targets", "target", "labels", "label", "y")
+def snapshot(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Detached copies of the tensors' current values."""
+    return [t.detach().clone() for t in tensors]
 
 
-def batch_targets(batch: Any) -> Tensor | None:
-    """The targets of a batch: the second item of a tuple/list, a ``targets``-like dict key, or None."""
-    if isinstance(batch, (list, tuple)) and len(batch) > 1 and isinstance(batch[1], Tensor):
-        return batch[1]
-    if isinstance(batch, dict):
-        for key in TARGET_KEYS:
-            if isinstance(batch.get(key), Tensor):
-                return batch[key]
-    return None
+@torch.no_grad()
+def assign(tensors: Sequence[Tensor], values: Sequence[Tensor]) -> None:
+    """Write ``values`` into the tensors in place (an optimizer's references to them stay valid)."""
+    for tensor, value in zip(tensors, values, strict=True):
+        tensor.copy_(value)
+
+
+@contextmanager
+def swapped_in(model: nn.Module, values: Sequence[Tensor]) -> Iterator[None]:
+    """Give the model's parameters and buffers ``values`` (from ``model_tensors``) inside the block.
+
+    The current values come back afterwards, even on an error.
+    """
+    tensors = model_tensors(model)
+    current = snapshot(tensors)
+    assign(tensors, values)
+    try:
+        yield
+    finally:
+        assign(tensors, current)
 
 
 class ProbeBatch:
-    """A fixed probe: the first ``size`` training samples (inputs, and targets when present).
+    """A fixed probe: the first ``size`` training samples, kept as the loader made them (tuple, dict, ...).
 
-    Collected from the batches the callback sees at the start of training, kept on the
-    model's device for the run, and saved in the callback's state so a resumed run measures
-    the same samples. A loader with fewer samples than ``size`` before the first measurement
-    seals the probe there: every measurement of a run compares the same samples.
+    Collected from the batches the callback sees at the start of training (whole batches,
+    joined sample-wise, cut to ``size``), kept on the model's device for the run, and saved
+    in the callback's state so a resumed run measures the same samples. A loader with fewer
+    samples than ``size`` seals the probe at the end of its first epoch: every measurement of
+    a run compares the same samples.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.inputs: Tensor | None = None
-        self.targets: Tensor | None = None
+        self.batch: Any = None
         self.sealed = False
 
     def collect(self, batch: Any) -> None:
         if self.full:
             return
-        inputs = batch_inputs(batch).detach()
-        targets = batch_targets(batch)
-        self.inputs = _append(self.inputs, inputs)[: self.size]
-        if targets is not None and len(targets) == len(inputs):
-            self.targets = _append(self.targets, targets.detach())[: self.size]
+        batch = batch_to(batch)
+        joined = batch if self.batch is None else concat_batches(self.batch, batch)
+        self.batch = slice_batch(joined, self.size)
+
+    def seal(self) -> None:
+        """Take what was collected as the probe (the loader has no more samples to give)."""
+        if self.batch is not None:
+            self.sealed = True
 
     @property
     def full(self) -> bool:
-        return self.inputs is not None and (self.sealed or len(self.inputs) >= self.size)
-
-    def ready(self, step: int) -> bool:
-        """Measurable at ``step``: full, or (after step 0) whatever a small loader provided, then sealed."""
-        if self.inputs is not None and step > 0:
-            self.sealed = True
-        return self.full
+        return self.batch is not None and (self.sealed or batch_length(self.batch) >= self.size)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"inputs": None if self.inputs is None else self.inputs.cpu(),
-                "targets": None if self.targets is None else self.targets.cpu(), "sealed": self.sealed}
+        return {"batch": batch_to(self.batch, "cpu"), "sealed": self.sealed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inputs, self.targets = state["inputs"], state["targets"]
-        self.sealed = state.get("sealed", False)  # checkpoints from before sealing lack it
-
-
-def _append(existing: Tensor | None, new: Tensor) -> Tensor:
-    return new if existing is None else torch.cat([existing.to(new.device), new])
+        self.batch, self.sealed = state["batch"], state["sealed"]
 
 
 def sum_over_ranks(trainer: Any, tensor: Tensor) -> Tensor:

@@ -2,25 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
+from torch.utils._pytree import tree_flatten
+from typing_extensions import override
 
-from normzoo.callbacks.base import ProbeCallback
+from normzoo.batches import batch_targets
+from normzoo.callbacks.base import ProbeDiagnostic
+from normzoo.callbacks.capture import Captured, select_per_stage, site_root
 from normzoo.callbacks.distribution import channel_moments
+from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn
 from normzoo.callbacks.layout import Charts, chart_per_group
-from normzoo.callbacks.probe import preserved_state, sum_over_ranks
+from normzoo.callbacks.probe import sum_over_ranks
+from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
 
-PREFIX = "diagnostics/running_stats"
+
+def primary_output(outputs: Any) -> Tensor | None:
+    """The output that predictions are read from: the tensor itself, a tuple's first tensor, a dict's
+    ``"logits"`` entry or else its first tensor."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, Mapping) and isinstance(outputs.get("logits"), Tensor):
+        return outputs["logits"]
+    tensors = [leaf for leaf in tree_flatten(outputs)[0] if isinstance(leaf, Tensor)]
+    return tensors[0] if tensors else None
 
 
-class RunningStatsConvergence(ProbeCallback):
+def hits(output: Tensor, targets: Tensor) -> Tensor | None:
+    """Correct predictions (a count) of classification logits, or None for outputs that are not that.
+
+    ``(N, C)`` logits with ``C >= 2`` and integer labels: the argmax. ``(N,)`` or ``(N, 1)``
+    single logits and 0/1 targets: positive means class 1.
+    """
+    n = len(targets)
+    if output.dim() == 0 or len(output) != n or targets.dim() != 1:
+        return None
+    if output.dim() == 2 and output.shape[1] >= 2 and not targets.is_floating_point():
+        return (output.argmax(1) == targets).sum().float()
+    single = output.reshape(n) if output.numel() == n else None
+    if single is not None and bool(((targets == 0) | (targets == 1)).all()):
+        return ((single > 0).float() == targets.float()).sum().float()
+    return None
+
+
+class RunningStatsConvergence(ProbeDiagnostic):
     """Distance between each BN layer's running statistics and the probe's population statistics.
 
     Inference uses running averages of batch statistics; early in training, after an LR
@@ -28,27 +58,38 @@ class RunningStatsConvergence(ProbeCallback):
     on a fixed probe batch with the model in eval mode (so each layer sees inputs shaped by
     the running statistics before it, as at inference), for every BatchNorm-family layer
     with running mean and variance (torch BNs, noisy BN's inner BN, ``bn_manual``,
-    ``batch_renorm``):
+    ``batch_renorm``; above 12 layers, the last one of each stage of the model):
 
     - ``mean_gap``: mean over channels of ``|running_mean - mu| / sqrt(var + eps)``, the
       error in units of the population standard deviation;
     - ``var_gap``: mean over channels of ``|running_var - var| / (var + eps)``, relative,
 
     with ``mu`` and ``var`` (unbiased) the population statistics of the layer's input over
-    the probe (the union of the shards under DDP). And for the model as a whole, the same
-    probe evaluated in train mode (batch statistics) and in eval mode (running statistics):
-    ``train_eval/loss_gap`` and ``train_eval/acc_gap`` (eval minus train; cross-entropy and
-    accuracy when the batches carry class labels and the model outputs logits), else
-    ``train_eval/output_gap``, the relative l2 distance of the two outputs.
+    the probe (all calls of the layer; the union of the shards under DDP).
+
+    The train/eval gap: the same probe evaluated in eval mode (running statistics) and in
+    train mode (batch statistics), eval minus train, for any model:
+
+    - ``train_eval/loss_gap``: of the model's own loss (the replayed ``training_step``, or
+      ``loss=``); absent where there is none (manual optimization without ``loss=``);
+    - ``train_eval/acc_gap``: of the accuracy, where the primary output (the output tensor,
+      a tuple's first tensor, a dict's ``"logits"``) holds classification logits for the
+      batch's targets: ``(N, C)`` with integer labels, or a single logit with 0/1 targets;
+    - ``train_eval/output_gap``: the relative l2 distance of the two outputs (every float
+      tensor in them), where the forward produced outputs.
 
     Logged metrics: ``diagnostics/running_stats/<layer>/mean_gap``, ``.../<layer>/var_gap``,
-    ``diagnostics/running_stats/train_eval/{loss_gap,acc_gap | output_gap}``.
+    ``diagnostics/running_stats/train_eval/{loss_gap,acc_gap,output_gap}``.
 
     Args:
         every_n_steps: optimizer steps between measurements.
         layers: BN layer names to watch; default every BN-family layer with running statistics.
         probe_size: samples in the probe batch (per rank).
         eps: added to the population variance in the gaps.
+        forward: ``(pl_module, batch) -> outputs`` to run instead of the replayed ``training_step``.
+        loss: ``(pl_module, batch) -> loss`` (or a ``torch.nn.functional`` name) for the loss gap,
+            instead of the ``training_step``'s loss.
+        strict: raise on any measurement error instead of warning and stopping.
 
     Raises:
         ConfigError: bad settings or unknown layer names. A model without BN layers gets a
@@ -62,69 +103,117 @@ class RunningStatsConvergence(ProbeCallback):
     name = "running_stats"
 
     def __init__(
-        self, every_n_steps: int = 500, layers: Sequence[str] | None = None, probe_size: int = 256, eps: float = 1e-5
+        self,
+        every_n_steps: int = 500,
+        layers: Sequence[str] | None = None,
+        probe_size: int = 256,
+        eps: float = 1e-5,
+        forward: str | ForwardFn | None = None,
+        loss: str | LossFn | None = None,
+        strict: bool = False,
     ) -> None:
-        super().__init__(every_n_steps, layers, probe_size, mode="eval")
+        super().__init__(every_n_steps, layers, probe_size, "eval", forward=forward, loss=loss, strict=strict)
         self.eps = eps
-        self.history: list[dict[str, float]] = []
 
-    def select(self, pl_module: L.LightningModule) -> list[tuple[str, nn.Module]]:
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.layer_names:
-            return super().select(pl_module)
-        chosen = [(name, m) for name, m in pl_module.named_modules() if keeps_mean_and_variance(m)]
-        if not chosen:  # a no-BN run of a BN-vs-no-BN comparison: same callbacks, nothing to measure here
-            rank_zero_warn(
-                f"{type(pl_module).__name__} has no BatchNorm layer with running statistics, so "
-                "RunningStatsConvergence measures nothing in this run (norms with them: bn, noisy_bn, bn_manual, "
-                "batch_renorm)."
-            )
-        return chosen
+            modules = dict(pl_module.named_modules())
+            unknown = [name for name in self.layer_names if not keeps_mean_and_variance(modules.get(name))]
+            if unknown:
+                raise_unknown(pl_module, unknown)
+            self.hooked = list(self.layer_names)
+        else:
+            layers = [name for name, module in pl_module.named_modules() if keeps_mean_and_variance(module)]
+            self.hooked = select_per_stage(layers)
+        self.sites = []
 
+    def captures_activations(self) -> bool:
+        return False
+
+    def nothing_to_watch(self, pl_module: L.LightningModule) -> str:
+        return (f"{type(pl_module).__name__} has no BatchNorm layer with running statistics (norms with them: "
+                "bn, noisy_bn, bn_manual, batch_renorm)")
+
+    @override
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
-        return {**super().layout_charts(pl_module), **chart_per_group(self.name, ["train_eval"])}
+        return {**chart_per_group(self.name, self.hooked), **chart_per_group(self.name, ["train_eval"])}
 
-    def measure(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, captured: dict[str, Tensor], outputs: Any, step: int
-    ) -> dict[str, float]:
+    def _probe_step(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        if not self.hooked and self.stopped is None:
+            self.stop(trainer, self.nothing_to_watch(pl_module))
+        super()._probe_step(trainer, pl_module, batch)
+
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, captured: Captured, evaluation: Evaluation,
+                step: int) -> dict[str, Tensor]:
+        modules = dict(pl_module.named_modules())
         stats: dict[str, Tensor] = {}
-        for name, layer in self.layers:
-            count, total, squares = sum_over_ranks(trainer, channel_moments(captured[name]))
+        for name in self.hooked:
+            calls = [inputs for site, inputs in captured.items() if site_root(site) == name]
+            if not calls:
+                continue
+            moments = torch.stack([channel_moments(inputs) for inputs in calls]).sum(0)
+            count, total, squares = sum_over_ranks(trainer, moments)
             mean = total / count
             var = (squares - count * mean**2) / (count - 1)
+            layer = modules[name]
             running_mean, running_var = layer.running_mean.to(torch.float64), layer.running_var.to(torch.float64)
             stats[f"{name}/mean_gap"] = ((running_mean - mean).abs() / torch.sqrt(var + self.eps)).mean()
             stats[f"{name}/var_gap"] = ((running_var - var).abs() / (var + self.eps)).mean()
-        stats.update(self._train_eval_gap(trainer, pl_module, outputs))
-        values = torch.stack([v.to(torch.float64) for v in stats.values()]).tolist()  # the one host sync
-        record = dict(zip(stats, values, strict=True))
-        self.history.append({"step": float(step), **record})
-        return {f"{PREFIX}/{key}": value for key, value in record.items()}
+        stats.update(self._train_eval_gap(trainer, pl_module, evaluation))
+        return stats
 
-    def _train_eval_gap(self, trainer: L.Trainer, pl_module: L.LightningModule, eval_out: Any) -> dict[str, Tensor]:
-        with preserved_state(pl_module):
-            pl_module.train()
-            train_out = pl_module(self.probe.inputs.to(pl_module.device))
-        targets = self.probe.targets
-        labelled = targets is not None and not targets.is_floating_point()
-        if labelled and isinstance(eval_out, Tensor) and eval_out.dim() == 2:
-            targets = targets.to(eval_out.device)
-            sums = torch.stack([
-                F.cross_entropy(eval_out.float(), targets, reduction="sum"),
-                F.cross_entropy(train_out.float(), targets, reduction="sum"),
-                (eval_out.argmax(1) == targets).sum().float(),
-                (train_out.argmax(1) == targets).sum().float(),
-                torch.tensor(float(len(targets)), device=targets.device),
-            ])
-            eval_loss, train_loss, eval_hits, train_hits, n = sum_over_ranks(trainer, sums)
-            return {"train_eval/loss_gap": (eval_loss - train_loss) / n,
-                    "train_eval/acc_gap": (eval_hits - train_hits) / n}
-        difference = torch.stack([(eval_out - train_out).float().pow(2).sum(), train_out.float().pow(2).sum()])
-        difference = sum_over_ranks(trainer, difference)
-        return {"train_eval/output_gap": torch.sqrt(difference[0] / difference[1].clamp_min(1e-12))}
+    def _train_eval_gap(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                        eval_run: Evaluation) -> dict[str, Tensor]:
+        batch = self.probe.batch
+        pl_module.train()
+        train_run = self.evaluation.forward(trainer, pl_module, batch, 0)
+        eval_loss, train_loss = eval_run.loss, train_run.loss
+        if self.evaluation.forward_fn is not None:  # forward= gives outputs only: the loss is evaluated apart
+            train_loss = self.evaluation.loss(trainer, pl_module, batch, 0)
+            pl_module.eval()
+            eval_loss = self.evaluation.loss(trainer, pl_module, batch, 0)
+        ratios: dict[str, tuple[Tensor, Tensor]] = {}  # numerators and denominators, summed over ranks
+        one = torch.ones((), dtype=torch.float64)
+        if eval_loss is not None and train_loss is not None:
+            ratios["loss_gap"] = ((eval_loss.detach().double() - train_loss.detach().double()).reshape(()), one)
+        eval_out, train_out = primary_output(eval_run.outputs), primary_output(train_run.outputs)
+        targets = batch_targets(batch)
+        if eval_out is not None and train_out is not None and targets is not None:
+            eval_hits, train_hits = hits(eval_out, targets), hits(train_out, targets)
+            if eval_hits is not None and train_hits is not None:
+                ratios["acc_gap"] = (eval_hits - train_hits, one * len(targets))
+        parts = output_parts(eval_run.outputs, train_run.outputs)
+        if parts is not None:
+            ratios["output_gap"] = (parts[0], parts[1])
+        if not ratios:
+            return {}
+        device = next(iter(pl_module.parameters())).device
+        stacked = torch.stack([torch.stack([a.to(device, torch.float64), b.to(device, torch.float64)])
+                               for a, b in ratios.values()])
+        summed = sum_over_ranks(trainer, stacked)
+        gaps = dict(zip(ratios, summed[:, 0] / summed[:, 1].clamp_min(1e-12), strict=True))
+        if "output_gap" in gaps:
+            gaps["output_gap"] = gaps["output_gap"].sqrt()  # relative l2 distance
+        return {f"train_eval/{key}": value for key, value in gaps.items()}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "history": self.history}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.history = state_dict["history"]
+def output_parts(eval_outputs: Any, train_outputs: Any) -> list[Tensor] | None:
+    """``[sum of squared differences, sum of squares of train]`` over the float tensors of two outputs,
+    or None where they differ in structure or hold no float tensor."""
+    eval_leaves, eval_spec = tree_flatten(eval_outputs)
+    train_leaves, train_spec = tree_flatten(train_outputs)
+    pairs = [(a, b) for a, b in zip(eval_leaves, train_leaves, strict=False)
+             if isinstance(a, Tensor) and isinstance(b, Tensor) and a.is_floating_point() and a.shape == b.shape]
+    if eval_spec != train_spec or not pairs:
+        return None
+    return [sum((a.double() - b.double()).pow(2).sum() for a, b in pairs),
+            sum(b.double().pow(2).sum() for _, b in pairs)]
+
+
+def raise_unknown(pl_module: L.LightningModule, unknown: list[str]) -> None:
+    layers = [name for name, m in pl_module.named_modules() if keeps_mean_and_variance(m)]
+    raise ConfigError(
+        f"RunningStatsConvergence: {', '.join(map(repr, unknown))} is not a BatchNorm layer with running statistics "
+        f"in {type(pl_module).__name__}. Such layers: {', '.join(layers[:12]) or 'none'}."
+    )

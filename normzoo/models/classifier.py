@@ -19,7 +19,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import instantiate_class
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -30,7 +29,7 @@ from normzoo.models.mlp import MLP, NormPosition
 from normzoo.models.resnet import RESNET_VARIANTS, ResNet
 from normzoo.models.vgg import VGG, VGG_VARIANTS
 from normzoo.norms import bn_batch_size, guard_batch_statistics
-from normzoo.tb_logging import log_hparams_with_metrics
+from normzoo.tb_logging import log_hparams_with_metrics, tensorboard_loggers
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}
 """Used when no optimizer is given (plain-Python use); the CLI configs always name theirs."""
@@ -178,8 +177,9 @@ class NormClassifier(L.LightningModule):
         params["world_size"] = self.trainer.world_size
         params["precision"] = str(self.trainer.precision)  # 32-true, bf16-mixed, ...: runs differ by it
         params["model"] = self.hparams.get("arch", type(self).__name__)  # resnet20, vgg11, ... or MLPClassifier
+        tensorboards = tensorboard_loggers(self.loggers)
         for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
+            if logger in tensorboards:
                 log_hparams_with_metrics(logger, params, HPARAM_METRICS)
             else:
                 logger.log_hyperparams(params)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from normzoo.batches import batch_inputs
 from normzoo.errors import ConfigError
 from normzoo.norms.layers import NoisyBatchNorm
 from normzoo.norms.registry import NormConstructor, get_norm_layer
@@ -332,7 +333,10 @@ class _InputMoments:
 
     Sums run in float64 over the batch and spatial dimensions, of the input minus a
     per-channel shift (the first batch's mean), which keeps the variance exact even when
-    the mean is large compared with the spread.
+    the mean is large compared with the spread. Each batch also leaves a flag, on the
+    input's device, saying whether its sum of squares is finite (False for an input holding
+    a NaN or an inf): read only when the totals turn out non-finite, so a clean pass costs
+    no extra device synchronization.
     """
 
     def __init__(self) -> None:
@@ -341,6 +345,7 @@ class _InputMoments:
         self.shift: Tensor | None = None
         self.sum: Tensor | None = None
         self.sum_sq: Tensor | None = None
+        self.batch_finite: list[Tensor] = []
 
     def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         x = inputs[0].detach()
@@ -351,11 +356,23 @@ class _InputMoments:
             self.sum = torch.zeros_like(self.shift)
             self.sum_sq = torch.zeros_like(self.shift)
         centered = channels - self.shift[:, None]
+        batch_sq = centered.square().sum(dim=1)
         self.sum += centered.sum(dim=1)
-        self.sum_sq += centered.square().sum(dim=1)
+        self.sum_sq += batch_sq
+        self.batch_finite.append(torch.isfinite(batch_sq).all())
         self.count += channels.shape[1]
         self.batches += 1
         raise _StopForward
+
+    def finite(self) -> bool:
+        """Whether the sums are finite: False once any batch's input held a NaN or an inf (one device sync)."""
+        assert self.sum is not None and self.sum_sq is not None
+        return bool(torch.isfinite(self.sum).all() & torch.isfinite(self.sum_sq).all())
+
+    def first_non_finite_batch(self) -> int | None:
+        """Index (from 0) of the first batch whose input held a NaN or an inf; None if no batch's did."""
+        bad = (~torch.stack(self.batch_finite)).nonzero()
+        return int(bad[0, 0]) if len(bad) else None
 
     def mean_and_unbiased_var(self) -> tuple[Tensor, Tensor]:
         """Population mean and variance with the N/(N-1) correction (PyTorch's running_var)."""
@@ -380,19 +397,29 @@ def recalibrate_bn(model: nn.Module, dataloader: Iterable[Any], num_batches: int
     and normzoo's ``bn_manual`` and ``batch_renorm``; the l_p norms keep a running l_p
     scale rather than a variance and are left as they are.
 
+    Frozen layers are recalibrated too, since they normalize with their running statistics
+    at evaluation: those of ``freeze_norm`` and torch BNs whose ``track_running_stats`` was
+    switched off after construction, as Lightning's ``BaseFinetuning.freeze(module,
+    train_bn=False)`` does (they stop updating their buffers, yet still normalize with them
+    in eval mode). They stay frozen: training modes, ``track_running_stats``,
+    ``requires_grad`` and ``freeze_norm``'s hook are left as they were.
+
     Cost: one forward pass to find the order, then one pass over the data per layer, each
-    cut short right after the layer's input is recorded. The dataloader is iterated once per
-    layer plus once, so it must be re-iterable (a DataLoader, not a generator); use one
-    without shuffling or augmentation for the exact population of a fixed dataset
-    (``num_batches`` with a shuffled loader gives each layer a different sample).
-    Layers that the forward pass does not reach keep their statistics (with a warning).
-    Training modes are restored and the hooks removed even if an error interrupts it; the
-    layers recalibrated before the error keep their new statistics.
+    cut short right after the layer's input is recorded, and one device synchronization per
+    layer to check its input was finite. The dataloader is iterated once per layer plus
+    once, so it must be re-iterable (a DataLoader, not a generator); use one without
+    shuffling or augmentation for the exact population of a fixed dataset (``num_batches``
+    with a shuffled loader gives each layer a different sample). Layers that the forward
+    pass does not reach keep their statistics (with a warning naming them). Training modes
+    are restored and the hooks removed even if an error interrupts it; the layers
+    recalibrated before the error keep their new statistics, the failing layer and those
+    after it keep their old ones.
 
     Args:
         model: any module whose forward takes the batch's inputs.
-        dataloader: batches that are input tensors or ``(inputs, targets, ...)`` tuples/lists;
-            inputs are moved to the model's device.
+        dataloader: batches that are input tensors, ``(inputs, targets, ...)`` tuples/lists, or
+            dicts whose input is found by key in any order (``{"image": x, "label": y}``, see
+            ``normzoo.batches.batch_inputs``); inputs are moved to the model's device.
         num_batches: use only the first ``num_batches`` batches for each layer; None for all.
 
     Returns:
@@ -400,8 +427,9 @@ def recalibrate_bn(model: nn.Module, dataloader: Iterable[Any], num_batches: int
 
     Raises:
         ConfigError: ``num_batches`` is not positive, the dataloader is a one-shot iterator
-            or yields no batches, a batch is not a tensor/tuple/list, or a layer receives
-            fewer than 2 values per channel.
+            or yields no batches, a batch's input cannot be found, a layer receives fewer
+            than 2 values per channel, or a layer's input holds a NaN or an inf (the message
+            names the layer and the first such batch; the layer's statistics are left as they were).
 
     Example::
 
@@ -425,7 +453,7 @@ def recalibrate_bn(model: nn.Module, dataloader: Iterable[Any], num_batches: int
     try:
         model.eval()
         with torch.no_grad():
-            ordered = _forward_order(model, layers, dataloader, device)
+            ordered = _forward_order(model, layers, names, dataloader, device)
             for layer in ordered:
                 _recalibrate_layer(model, layer, names[id(layer)], dataloader, num_batches, device)
     finally:
@@ -435,15 +463,12 @@ def recalibrate_bn(model: nn.Module, dataloader: Iterable[Any], num_batches: int
 
 
 def _model_input(batch: Any, device: torch.device) -> Tensor:
-    """The input tensor of a batch (a tensor, or the first item of a tuple/list), on ``device``."""
-    if isinstance(batch, (tuple, list)) and batch:
-        batch = batch[0]
-    if not isinstance(batch, Tensor):
-        raise ConfigError(
-            "recalibrate_bn needs batches that are input tensors or (inputs, targets, ...) "
-            f"tuples/lists of tensors, got a batch of type {type(batch).__name__}."
-        )
-    return batch.to(device)
+    """The input tensor of a batch (read by ``normzoo.batches.batch_inputs``), on ``device``."""
+    try:
+        inputs = batch_inputs(batch, fix="pass batches of input tensors (a loader mapping each batch to its inputs)")
+    except ConfigError as error:
+        raise ConfigError(f"recalibrate_bn: {error}") from None
+    return inputs.to(device)
 
 
 def _forward(model: nn.Module, batch: Any, device: torch.device) -> None:
@@ -455,9 +480,13 @@ def _forward(model: nn.Module, batch: Any, device: torch.device) -> None:
 
 
 def _forward_order(
-    model: nn.Module, layers: list[nn.Module], dataloader: Iterable[Any], device: torch.device
+    model: nn.Module,
+    layers: list[nn.Module],
+    names: dict[int, str],
+    dataloader: Iterable[Any],
+    device: torch.device,
 ) -> list[nn.Module]:
-    """The BN layers in the order the first batch's forward pass calls them; warns about unreached ones."""
+    """The BN layers in the order the first batch's forward pass calls them; warns about unreached ones by path."""
     order = _CallOrder()
     handles = [layer.register_forward_pre_hook(order, prepend=True) for layer in layers]
     try:
@@ -470,10 +499,12 @@ def _forward_order(
             handle.remove()
     if not batches:
         raise ConfigError("recalibrate_bn got a dataloader that yields no batches.")
-    if len(order.layers) < len(layers):
+    called = {id(layer) for layer in order.layers}
+    unreached = [f"'{names[id(layer)]}'" for layer in layers if id(layer) not in called]
+    if unreached:
         warnings.warn(
-            f"recalibrate_bn: {len(layers) - len(order.layers)} BatchNorm layer(s) were not called by the "
-            "forward pass and keep their running statistics.",
+            f"recalibrate_bn: {len(unreached)} BatchNorm layer(s) were not called by the forward pass and "
+            f"keep their running statistics: {', '.join(unreached)}.",
             UserWarning,
             stacklevel=3,
         )
@@ -488,7 +519,10 @@ def _recalibrate_layer(
     num_batches: int | None,
     device: torch.device,
 ) -> None:
-    """Set one BN layer's running statistics to the population statistics of its input."""
+    """Set one BN layer's running statistics to the population statistics of its input.
+
+    Nothing is written unless the input had at least 2 values per channel, all of them finite.
+    """
     moments = _InputMoments()
     handle = layer.register_forward_pre_hook(moments, prepend=True)
     try:
@@ -502,7 +536,16 @@ def _recalibrate_layer(
             f"{moments.batches} batch(es); its statistics need at least 2. Pass a dataloader with more "
             "data, and a re-iterable one (a DataLoader, not a generator): it is read once per layer."
         )
+    if not moments.finite():
+        first = moments.first_non_finite_batch()
+        where = f", first in batch index {first} (counting from 0)" if first is not None else ""
+        raise ConfigError(
+            f"recalibrate_bn: the input of BatchNorm layer '{name}' held non-finite values (NaN or inf){where}; "
+            "its running statistics are left as they were. Check the data and the part of the model before "
+            "that layer (any layers before it were recalibrated)."
+        )
     mean, var = moments.mean_and_unbiased_var()
     layer.running_mean.copy_(mean)
     layer.running_var.copy_(var)
-    layer.num_batches_tracked.add_(moments.batches)
+    if isinstance(layer.num_batches_tracked, Tensor):
+        layer.num_batches_tracked.add_(moments.batches)

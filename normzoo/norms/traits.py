@@ -31,10 +31,15 @@ def cancels_bias(norm: nn.Module) -> bool:
 
 
 def keeps_mean_and_variance(module: nn.Module) -> bool:
-    """Whether ``module`` normalizes eval inputs with running mean and variance buffers (BN-style)."""
-    return (
-        isinstance(module, (_BatchNorm, BatchStatNorm))
-        and bool(getattr(module, "track_running_stats", False))
-        and isinstance(getattr(module, "running_var", None), torch.Tensor)
-    )
+    """Whether ``module`` normalizes eval inputs with running mean and variance buffers (BN-style).
+
+    A torch BN uses its buffers in eval mode whenever it has them, also after
+    ``track_running_stats`` was switched off to freeze it (Lightning's ``BaseFinetuning.freeze``);
+    normzoo's batch-statistics layers use them only while they track.
+    """
+    if not isinstance(getattr(module, "running_var", None), torch.Tensor):
+        return False
+    if isinstance(module, _BatchNorm):
+        return isinstance(module.running_mean, torch.Tensor)
+    return isinstance(module, BatchStatNorm) and bool(module.track_running_stats)
 

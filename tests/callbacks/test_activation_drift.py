@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from normzoo.callbacks import ActivationDrift, DeadUnits
 from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
-from normzoo.errors import ConfigError
+from normzoo.errors import ConfigError, DiagnosticError
 from normzoo.models import MLPClassifier
 from tests.tb_events import load_events
 
@@ -66,9 +66,10 @@ def test_first_measurement_matches_a_direct_computation(unit, trainer_kwargs):
         initial.train()(probe)
     watched = captured["x"] if unit is None else captured["x"][:, unit]  # all 12 units, or one (Ioffe's Fig 1)
     expected = np.percentile(watched.numpy().ravel(), [15, 50, 85])
-    record = drift.history["backbone.blocks.1.act"][0]
-    np.testing.assert_allclose([record["p15"], record["p50"], record["p85"]], expected, rtol=1e-5)
-    assert record["w1_first"] == 0.0 and record["step"] == 0.0
+    record = drift.history[0]
+    layer_name = "backbone.blocks.1.act"
+    np.testing.assert_allclose([record[f"{layer_name}/p{q}"] for q in (15, 50, 85)], expected, rtol=1e-5)
+    assert record[f"{layer_name}/w1_first"] == 0.0 and record["step"] == 0.0
 
 
 @pytest.mark.parametrize("callback_class", [ActivationDrift, DeadUnits])
@@ -92,7 +93,7 @@ def test_logs_metrics_and_figure_to_tensorboard_with_cadence(tmp_path, trainer_k
     net = model()
     trainer = L.Trainer(**trainer_kwargs(max_steps=18, callbacks=[drift], logger=logger, log_every_n_steps=1))
     trainer.fit(net, loader())
-    assert [r["step"] for r in drift.history["backbone.blocks.0.act"]] == [0.0, 5.0, 10.0, 15.0]
+    assert [r["step"] for r in drift.history] == [0.0, 5.0, 10.0, 15.0]
     events = load_events(tmp_path / "drift" / "version_0")
     tags = events.Tags()
     for stat in ("p15", "p50", "p85", "mean", "std", "w1_prev", "w1_first"):
@@ -100,6 +101,7 @@ def test_logs_metrics_and_figure_to_tensorboard_with_cadence(tmp_path, trainer_k
         assert [e.step for e in series] == [0, 5, 10, 15]
     assert "diagnostics/activation_drift/backbone.blocks.1.act/bands" in tags["images"]
     for module in net.modules():
+        assert not module._forward_hooks
         assert not module._forward_pre_hooks or all(
             type(h).__name__ == "_SingleValueGuard" for h in module._forward_pre_hooks.values()
         )
@@ -111,31 +113,54 @@ def test_state_dict_round_trip_continues_the_curves(trainer_kwargs):
     restored = ActivationDrift(every_n_steps=3, probe_size=16)
     restored.load_state_dict(copy.deepcopy(drift.state_dict()))
     assert restored.history == drift.history
-    assert torch.equal(restored.state_dict()["probe"]["inputs"], drift.state_dict()["probe"]["inputs"])
+    assert torch.equal(restored.state_dict()["probe"]["batch"][0], drift.state_dict()["probe"]["batch"][0])
     assert restored.last_step == 6
 
 
 def test_bad_settings_are_clear(trainer_kwargs):
-    with pytest.raises(ConfigError, match="No layer named 'nope'"):
-        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(layers=["nope"])])).fit(model(), loader())
+    with pytest.raises(DiagnosticError, match=r"ActivationDrift: 'nope' named in layers= computed nothing.*backbone"):
+        drift = ActivationDrift(layers=["nope"], probe_size=16)
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[drift])).fit(model(), loader())
     with pytest.raises(ConfigError, match=r"unit=12.*shape \(16, 12\).*\[0, 12\)"):
         drift = ActivationDrift(every_n_steps=1, probe_size=16, unit=12)
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[drift])).fit(model(), loader())
     with pytest.raises(ConfigError, match="mode must be 'train' or 'eval'"):
-        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[ActivationDrift(mode="test")])).fit(model(), loader())
+        ActivationDrift(mode="test")  # settings are checked when the callback is made, before any trainer
+    with pytest.raises(ConfigError, match="every_n_steps >= 1"):
+        ActivationDrift(every_n_steps=0)
 
 
-def test_a_probe_from_a_small_loader_is_sealed_at_its_first_measurement():
-    """Later measurements must compare the same samples (the Wasserstein drift needs equal sizes)."""
+def test_a_probe_from_a_small_loader_is_sealed_when_the_loader_runs_out():
+    """Every measurement must compare the same samples (the Wasserstein drift needs equal sizes)."""
     from normzoo.callbacks.probe import ProbeBatch
 
     probe = ProbeBatch(size=10)
     probe.collect((torch.ones(4, 3), torch.zeros(4)))
-    assert not probe.ready(0)  # step 0 waits for a full probe
-    assert probe.ready(2)
+    assert not probe.full  # waits for more batches
+    probe.collect({"x": torch.ones(4, 3)})  # a batch of another structure is not mixed in
+    probe.seal()  # the epoch ended: what was collected is the probe
+    assert probe.full
     probe.collect((torch.zeros(4, 3), torch.zeros(4)))
-    assert len(probe.inputs) == 4 and probe.ready(4)
+    assert len(probe.batch[0]) == 4
     resumed = ProbeBatch(size=10)
     resumed.load_state_dict(probe.state_dict())
     resumed.collect((torch.zeros(4, 3), torch.zeros(4)))
-    assert torch.equal(resumed.inputs, probe.inputs)
+    assert torch.equal(resumed.batch[0], probe.batch[0]) and resumed.full
+
+
+def test_step_zero_is_the_untrained_network_when_the_batch_is_smaller_than_the_probe(trainer_kwargs):
+    L.seed_everything(0)
+    net = model()
+    initial = copy.deepcopy(net)
+    drift = ActivationDrift(every_n_steps=100, probe_size=40, mode="train")
+    L.Trainer(**trainer_kwargs(max_steps=4, callbacks=[drift])).fit(net, loader(batch_size=16))
+    assert [r["step"] for r in drift.history] == [0.0]  # measured at step 2, when 40 samples were in
+    probe = torch.cat([x for x, _ in loader(batch_size=16)])[:40]
+    captured = {}
+    initial.backbone.blocks[1].act.register_forward_pre_hook(lambda m, inputs: captured.update(x=inputs[0]))
+    with torch.no_grad():
+        initial.train()(probe)
+    expected = np.percentile(captured["x"].numpy().ravel(), [15, 50, 85])
+    got = [drift.history[0][f"backbone.blocks.1.act/p{q}"] for q in (15, 50, 85)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert drift._initial is None  # the untrained copy is dropped once measured

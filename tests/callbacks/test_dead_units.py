@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from normzoo.callbacks import DeadUnits
+from normzoo.callbacks.capture import Captured
 from normzoo.errors import ConfigError
 from tests.tb_events import load_events
 
@@ -51,8 +52,8 @@ def test_dead_and_saturated_fractions_are_exact(tmp_path, trainer_kwargs):
     callback = DeadUnits(every_n_steps=2, probe_size=16)
     logger = TensorBoardLogger(tmp_path, name="dead", default_hp_metric=False)
     L.Trainer(**trainer_kwargs(max_steps=4, callbacks=[callback], logger=logger)).fit(ConstructedNet(), data())
-    assert [r["dead_fraction"] for r in callback.history["relu"]] == [0.25, 0.25]
-    assert [r["saturated_fraction"] for r in callback.history["tanh"]] == [0.5, 0.5]
+    assert [r["relu/dead_fraction"] for r in callback.history] == [0.25, 0.25]
+    assert [r["tanh/saturated_fraction"] for r in callback.history] == [0.5, 0.5]
     events = load_events(tmp_path / "dead" / "version_0")
     assert [e.value for e in events.Scalars("diagnostics/dead_units/relu/dead_fraction")] == [0.25, 0.25]
     assert [e.step for e in events.Scalars("diagnostics/dead_units/tanh/saturated_fraction")] == [0, 2]
@@ -62,13 +63,14 @@ def test_dead_and_saturated_fractions_are_exact(tmp_path, trainer_kwargs):
 def test_threshold_moves_the_cut():
     net = ConstructedNet()
     loose = DeadUnits(threshold=0.05)
-    loose.layers = [("tanh", net.tanh)]
     x = net.fc2(net.relu(net.fc1(torch.randn(10, 4))))
+    captured = Captured()
+    captured.add("tanh", "tanh", x, wanted=None)
     # tanh(0.1) = 0.0997 and tanh(-0.2) = -0.197 now count as saturated, tanh(0) does not
-    record = loose.measure(L.Trainer(accelerator="cpu", logger=False), net, {"tanh": x.detach()}, None, step=0)
-    assert record["diagnostics/dead_units/tanh/saturated_fraction"] == pytest.approx(5 / 6)
+    stats = loose.measure(L.Trainer(accelerator="cpu", logger=False), net, captured, None, step=0)
+    assert float(stats["tanh/saturated_fraction"]) == pytest.approx(5 / 6)
 
 
-def test_bad_threshold_is_clear(trainer_kwargs):
+def test_bad_threshold_is_clear():
     with pytest.raises(ConfigError, match="threshold must lie in"):
-        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[DeadUnits(threshold=1.5)])).fit(ConstructedNet(), data())
+        DeadUnits(threshold=1.5)

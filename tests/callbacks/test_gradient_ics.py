@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from normzoo.callbacks import GradientICS
-from normzoo.errors import ConfigError
+from normzoo.errors import ConfigError, DiagnosticError
 from normzoo.models import MLPClassifier
 
 OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.2, "momentum": 0.9}}
@@ -121,7 +121,7 @@ def test_a_failing_measurement_leaves_no_hooks_and_the_optimizers_weights(traine
 
     plain, failed = seeded_net(), seeded_net()
     one_step(plain, [])
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(DiagnosticError, match="GradientICS could not evaluate .*loss= function raised RuntimeError"):
         one_step(failed, [GradientICS(every_n_steps=1, loss=exploding_loss)])
     assert all(torch.equal(value, failed.state_dict()[key]) for key, value in plain.state_dict().items())
     assert [len(m._forward_pre_hooks) for m in failed.modules()] == [len(m._forward_pre_hooks) for m in plain.modules()]

@@ -99,14 +99,17 @@ def test_the_start_loss_replays_the_training_step_noise_included(trainer_kwargs)
 def test_bad_settings_name_the_fix(trainer_kwargs):
     loader, _, _ = quadratic_problem()
     with pytest.raises(ConfigError, match="step_range"):
-        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[LossLandscape(step_range=(4.0, 0.5))])).fit(
-            LeastSquares(torch.zeros(4, dtype=torch.float64)), loader)
+        LossLandscape(step_range=(4.0, 0.5))
     unlabelled = DataLoader(TensorDataset(torch.randn(8, 4, dtype=torch.float64)), batch_size=4)
 
     class Unsupervised(LeastSquares):
         def training_step(self, batch, batch_idx):
             return self(batch[0]).pow(2).mean()
 
-    with pytest.raises(ConfigError, match="needs targets"):
-        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[LossLandscape(every_n_steps=1)])).fit(
+    with pytest.raises(ConfigError, match="needs targets.*leave loss unset to use the training_step's loss"):
+        L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[LossLandscape(every_n_steps=1, loss="mse_loss")])).fit(
             Unsupervised(torch.zeros(4, dtype=torch.float64)), unlabelled)
+    landscape = LossLandscape(every_n_steps=1)  # the default: the training_step's own loss, no targets needed
+    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[landscape])).fit(
+        Unsupervised(torch.zeros(4, dtype=torch.float64)), unlabelled)
+    assert len(landscape.history) == 1

@@ -86,7 +86,7 @@ def test_a_model_without_batchnorm_is_skipped_with_a_warning(trainer_kwargs):
     callback = RunningStatsConvergence(every_n_steps=1, probe_size=16)
     with pytest.warns(UserWarning, match="no BatchNorm layer with running statistics"):
         L.Trainer(**trainer_kwargs(max_steps=2, callbacks=[callback])).fit(model, data())
-    assert callback.history == [] and callback.probe.inputs is None
-    with pytest.raises(ConfigError, match="No layer named 'backbone.nope'"):
+    assert callback.history == [] and callback.probe.batch is None
+    with pytest.raises(ConfigError, match="'backbone.nope' is not a BatchNorm layer"):
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[RunningStatsConvergence(layers=["backbone.nope"])])).fit(
             model, data())

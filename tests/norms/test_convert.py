@@ -429,3 +429,144 @@ def test_recalibrate_covers_normzoos_own_running_stats_layers(key):
         inputs = model[0](data).double()
     torch.testing.assert_close(model[1].running_mean.double(), inputs.mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model[1].running_var.double(), inputs.var(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("keys", [("label", "image"), ("image", "label")])
+def test_recalibrate_bn_reads_dict_batches_by_key_in_any_order(keys):
+    model, x = linear_bn_model_and_data()
+    y = torch.zeros(len(x), dtype=torch.long)
+    parts = {"image": x, "label": y}
+    dict_batches = [{key: parts[key][i : i + 64] for key in keys} for i in range(0, len(x), 64)]
+    reference = copy.deepcopy(model)
+
+    recalibrate_bn(model, dict_batches)
+    recalibrate_bn(reference, DataLoader(x, batch_size=64))
+
+    assert bn_buffers(model).keys() == bn_buffers(reference).keys()
+    for key, value in bn_buffers(reference).items():
+        assert torch.equal(bn_buffers(model)[key], value), key
+
+
+def test_recalibrate_bn_refuses_a_batch_without_a_recognisable_input():
+    model, x = linear_bn_model_and_data()
+    with pytest.raises(ConfigError, match=r"recalibrate_bn: .*'a', 'b'.*batches of input tensors"):
+        recalibrate_bn(model, [{"a": x[:64], "b": x[:64]}])
+
+
+class ConvNet(nn.Module):
+    """A conv-BN-ReLU backbone and a conv-BN head: what a fine-tuning setup freezes the first of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def frozen_state(model: nn.Module) -> dict[str, tuple]:
+    """Per BN layer: mode, track_running_stats, requires_grad flags, pre-hooks and freeze handle."""
+    return {
+        name: (
+            bn.training,
+            bn.track_running_stats,
+            [p.requires_grad for p in bn.parameters()],
+            dict(bn._forward_pre_hooks),
+            getattr(bn, "_normzoo_freeze_handle", None),
+        )
+        for name, bn in layers_of(model, _BatchNorm).items()
+    }
+
+
+@pytest.mark.parametrize("freeze", ["lightning", "normzoo"])
+def test_recalibrate_bn_recalibrates_frozen_layers_and_keeps_them_frozen(freeze):
+    from lightning.pytorch.callbacks import BaseFinetuning
+
+    torch.manual_seed(0)
+    model = ConvNet().train()
+    conv1, bn1 = model.backbone[0], model.backbone[1]
+    conv2, bn2 = model.head[0], model.head[1]
+    with torch.no_grad():  # stale statistics and a non-trivial affine, so the hand computation is a real check
+        for bn in (bn1, bn2):
+            bn.running_mean.copy_(torch.randn_like(bn.running_mean))
+            bn.running_var.copy_(torch.rand_like(bn.running_var) + 0.5)
+            bn.weight.copy_(torch.rand_like(bn.weight) + 0.5)
+            bn.bias.copy_(torch.randn_like(bn.bias))
+    if freeze == "lightning":
+        BaseFinetuning.freeze(model.backbone, train_bn=False)  # track_running_stats off, no gradients
+        assert not bn1.track_running_stats and bn1.training
+    else:
+        freeze_norm(model)  # eval mode kept by a pre-hook, no gradients
+        assert not bn1.training and not bn2.training
+    state = frozen_state(model)
+    modes = {name: m.training for name, m in model.named_modules()}
+    x = torch.randn(200, 3, 8, 8) * 2 + 1
+
+    with torch.no_grad():
+        x1 = F.conv2d(x.double(), conv1.weight.double(), conv1.bias.double())
+        mean1, var1 = population_stats(x1)
+        scale = bn1.weight.double() / torch.sqrt(var1 + bn1.eps)
+        h = F.relu((x1 - mean1[:, None, None]) * scale[:, None, None] + bn1.bias.double()[:, None, None])
+        mean2, var2 = population_stats(F.conv2d(h, conv2.weight.double(), conv2.bias.double()))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every layer is reached: no warning
+        recalibrate_bn(model, DataLoader(TensorDataset(x), batch_size=32))
+
+    assert_stats(bn1, mean1, var1)
+    assert_stats(bn2, mean2, var2)
+    assert bn1.num_batches_tracked == bn2.num_batches_tracked == 7
+    assert frozen_state(model) == state
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    frozen = bn_buffers(model.backbone)
+    with torch.no_grad():  # still frozen: a training-mode forward leaves the frozen statistics as they are
+        model.train()(x[:16])
+    for key, value in bn_buffers(model.backbone).items():
+        assert torch.equal(value, frozen[key]), key
+
+
+def test_recalibrate_bn_warns_with_the_paths_of_layers_the_forward_does_not_call():
+    torch.manual_seed(0)
+    model = TwoConvBlocks()
+    model.spare = nn.BatchNorm2d(5)  # registered, never called
+    before = bn_buffers(model)
+
+    with pytest.warns(UserWarning, match=r"1 BatchNorm layer\(s\).*'spare'"):
+        recalibrate_bn(model, DataLoader(torch.randn(20, 3, 8, 8), batch_size=10))
+
+    assert all(torch.equal(bn_buffers(model)[k], before[k]) for k in before if k.startswith("spare."))
+    assert model.first[1].num_batches_tracked == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("row", [25, 3])  # batch index 2, or the first batch (whose mean is the shift)
+def test_recalibrate_bn_refuses_non_finite_inputs_and_keeps_the_statistics(bad, row):
+    torch.manual_seed(0)
+    model = TwoConvBlocks()
+    x = torch.randn(40, 3, 8, 8)
+    x[row, 1, 4, 4] = bad
+    before = bn_buffers(model)
+
+    with pytest.raises(ConfigError, match=rf"'first\.1'.*non-finite.*batch index {row // 10} .*before that layer"):
+        recalibrate_bn(model, DataLoader(x, batch_size=10))
+
+    after = bn_buffers(model)
+    assert all(torch.equal(after[key], value) for key, value in before.items())
+    assert no_hooks_anywhere(model)
+
+
+def test_recalibrate_bn_names_the_first_layer_whose_input_turns_non_finite():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.BatchNorm1d(4))
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("inf")  # the model, not the data, makes the second layer's input infinite
+    x = torch.randn(60, 3)
+
+    with pytest.raises(ConfigError, match=r"'3'.*batch index 0"):
+        recalibrate_bn(model, DataLoader(x, batch_size=20))
+
+    with torch.no_grad():
+        mean, var = population_stats(model[0](x))
+    assert_stats(model[1], mean, var)  # recalibrated before the error: kept
+    assert torch.equal(model[3].running_mean, torch.zeros(4)) and torch.equal(model[3].running_var, torch.ones(4))
