@@ -31,7 +31,16 @@ from normzoo.callbacks.capture import ACTIVATION_MODULES, Captured, capture, sel
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn, ModelEvaluation
 from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
 from normzoo.callbacks.objective import MicroBatch, StepObjective
-from normzoo.callbacks.probe import ProbeBatch, capture_rng, model_tensors, preserved_state, snapshot, swapped_in
+from normzoo.callbacks.probe import (
+    ProbeBatch,
+    RngState,
+    capture_rng,
+    model_tensors,
+    preserved_state,
+    restore_rng,
+    snapshot,
+    swapped_in,
+)
 from normzoo.errors import ConfigError, DiagnosticError, NormZooError
 
 
@@ -187,6 +196,7 @@ class ProbeDiagnostic(Diagnostic):
         self.sites: list[str] | None = None
         self.hooked: list[str] = []
         self._initial: list[Tensor] | None = None
+        self._rng: RngState | None = None
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, captured: Captured, evaluation: Evaluation,
                 step: int) -> dict[str, Tensor]:
@@ -273,19 +283,30 @@ class ProbeDiagnostic(Diagnostic):
                     pl_module.eval()
                 elif not pl_module.training:
                     pl_module.train()
+                self._rng = capture_rng()  # every pass of this measurement draws the same random numbers
                 if self.sites is None:
                     self._choose_sites(trainer, pl_module)
                 if not self.sites and not self.hooked:
                     return
                 with capture(pl_module, self.sites, self.hooked, self.captures_activations()) as captured:
-                    evaluation = self.evaluation.forward(trainer, pl_module, self.probe.batch, 0)
+                    evaluation = self.probe_forward(trainer, pl_module)
                 stats = self.measure(trainer, pl_module, captured, evaluation, step)
             self.record(trainer, step, stats)
+
+    def probe_forward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Evaluation:
+        """The probe through the model, with the random draws of this measurement's first pass."""
+        restore_rng(self._rng)
+        return self.evaluation.forward(trainer, pl_module, self.probe.batch, 0)
+
+    def probe_loss(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor | None:
+        """The probe's loss (see ``ModelEvaluation.loss``), with the same random draws as ``probe_forward``."""
+        restore_rng(self._rng)
+        return self.evaluation.loss(trainer, pl_module, self.probe.batch, 0)
 
     def _choose_sites(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Find every site with one forward (keeping no tensors), then pick the named or default ones."""
         with capture(pl_module, [], self.hooked, self.captures_activations()) as found:
-            self.evaluation.forward(trainer, pl_module, self.probe.batch, 0)
+            self.probe_forward(trainer, pl_module)
         if self.layer_names:
             sites = [site for site in found.kinds if site in self.layer_names or site_root(site) in self.layer_names]
             missing = [name for name in self.layer_names if not any(site_root(s) == name or s == name for s in sites)]

@@ -15,7 +15,7 @@ from typing_extensions import override
 from normzoo.callbacks.base import Diagnostic
 from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.distribution import channel_moments
-from normzoo.callbacks.probe import eager_calls, snapshot, sum_over_ranks
+from normzoo.callbacks.probe import eager_calls, measuring, snapshot, sum_over_ranks
 from normzoo.norms import norm_layers
 
 LOG_2_PI_E = math.log(2 * math.pi * math.e)
@@ -28,7 +28,7 @@ class _OutputMoments:
         self.store, self.name = store, name
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if isinstance(output, Tensor) and output.dim() >= 2:
+        if isinstance(output, Tensor) and output.dim() >= 2 and not measuring():  # training passes only
             moments = channel_moments(output)
             self.store[self.name] = moments + self.store[self.name] if self.name in self.store else moments
 
@@ -89,7 +89,7 @@ class GradientFlow(Diagnostic):
         self._norm_hooks: list[RemovableHandle] = []
         self._step_hooks: list[RemovableHandle] = []
         self._eager = ExitStack()
-        self._measuring = -1
+        self._armed_step = -1
         self._stepped = False
 
     @override
@@ -104,8 +104,8 @@ class GradientFlow(Diagnostic):
 
     @override
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if self._measuring >= 0:
-            with self.failure_policy(trainer, pl_module, self._measuring):
+        if self._armed_step >= 0:
+            with self.failure_policy(trainer, pl_module, self._armed_step):
                 self._before_step(pl_module, optimizer)
 
     @override
@@ -118,14 +118,14 @@ class GradientFlow(Diagnostic):
         self._norm_hooks, self._step_hooks = [], []
         self._eager.close()
         self._stats, self._moments = {}, {}
-        self._measuring, self._stepped = -1, False
+        self._armed_step, self._stepped = -1, False
 
     def _arm(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """On a due step, hook the norm layers' outputs for this batch (every micro-batch of the step)."""
         step = trainer.global_step
-        if self._measuring != step and not self.due(step):
+        if self._armed_step != step and not self.due(step):
             return
-        self._measuring = step
+        self._armed_step = step
         if self.norms and not self._norm_hooks:
             modules = dict(pl_module.named_modules())
             self._norm_hooks = [modules[name].register_forward_hook(_OutputMoments(self._moments, name))
@@ -159,9 +159,9 @@ class GradientFlow(Diagnostic):
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After the measured step: entropies from the summed moments, then one record of the finite values."""
-        if self._measuring < 0 or not self._stepped:
+        if self._armed_step < 0 or not self._stepped:
             return  # not measuring, or an accumulating micro-batch before the step
-        step, stats, moments = self._measuring, dict(self._stats), dict(self._moments)
+        step, stats, moments = self._armed_step, dict(self._stats), dict(self._moments)
         self.forget()
         with self.failure_policy(trainer, pl_module, step):
             for name, sums in moments.items():

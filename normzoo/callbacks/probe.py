@@ -81,6 +81,14 @@ def _copy_container(value: list | dict | set) -> list | dict | set:
     return value.copy()
 
 
+_measurements_running = 0
+
+
+def measuring() -> bool:
+    """Whether a diagnostic's measurement is running now: hooks that watch training skip its passes."""
+    return _measurements_running > 0
+
+
 @contextmanager
 def preserved_state(model: nn.Module) -> Iterator[None]:
     """Run a measurement without side effects on ``model`` or the random generators.
@@ -89,17 +97,20 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
     plain attributes (rebound values, the contents of lists/dicts/sets, so a replayed
     ``training_step`` that appends its outputs or counts its calls leaves no trace), every
     parameter's ``requires_grad`` (``toggle_optimizer``) and the RNG. The model runs
-    eagerly in the block (``eager_calls``), so the measurement's hooks fire. Tensors that
-    the user's code changes in place outside buffers are not tracked.
+    eagerly in the block (``eager_calls``), so the measurement's hooks fire, and ``measuring()``
+    is true in it. Tensors that the user's code changes in place outside buffers are not tracked.
     """
+    global _measurements_running
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     attributes = [_Attributes(module) for module in model.modules()]
     requires_grad = [(p, p.requires_grad) for p in model.parameters()]
     rng = capture_rng()
+    _measurements_running += 1
     try:
         with eager_calls(model):
             yield
     finally:
+        _measurements_running -= 1
         for state in attributes:
             state.restore()
         with torch.no_grad():

@@ -167,12 +167,12 @@ class RunningStatsConvergence(ProbeDiagnostic):
                         eval_run: Evaluation) -> dict[str, Tensor]:
         batch = self.probe.batch
         pl_module.train()
-        train_run = self.evaluation.forward(trainer, pl_module, batch, 0)
+        train_run = self.probe_forward(trainer, pl_module)
         eval_loss, train_loss = eval_run.loss, train_run.loss
         if self.evaluation.forward_fn is not None:  # forward= gives outputs only: the loss is evaluated apart
-            train_loss = self.evaluation.loss(trainer, pl_module, batch, 0)
+            train_loss = self.probe_loss(trainer, pl_module)
             pl_module.eval()
-            eval_loss = self.evaluation.loss(trainer, pl_module, batch, 0)
+            eval_loss = self.probe_loss(trainer, pl_module)
         ratios: dict[str, tuple[Tensor, Tensor]] = {}  # numerators and denominators, summed over ranks
         one = torch.ones((), dtype=torch.float64)
         if eval_loss is not None and train_loss is not None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from normzoo.callbacks import GradientFlow
+from normzoo.callbacks import GradientFlow, LossLandscape, RunningStatsConvergence
 from normzoo.models import MLPClassifier
 
 OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05}}
@@ -27,12 +27,15 @@ def net(norm: str = "bn") -> MLPClassifier:
     return MLPClassifier(input_shape=(6,), num_classes=3, depth=2, width=10, norm=norm, optimizer=OPTIMIZER)
 
 
-def test_first_step_matches_a_direct_computation(trainer_kwargs):
+@pytest.mark.parametrize("others", [False, True], ids=["alone", "with_other_diagnostics"])
+def test_first_step_matches_a_direct_computation(others, trainer_kwargs):
+    """Also beside diagnostics whose measuring passes run while GradientFlow's hooks are on: they are not counted."""
     L.seed_everything(0)
     model = net()
     initial = copy.deepcopy(model)
     flow = GradientFlow(every_n_steps=1)
-    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[flow])).fit(model, data())
+    extra = [RunningStatsConvergence(every_n_steps=1, probe_size=16), LossLandscape(every_n_steps=1)] if others else []
+    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[flow, *extra])).fit(model, data())
     record = flow.history[0]
 
     x, y = next(iter(data()))
