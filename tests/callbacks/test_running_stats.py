@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import pytest
 import torch
@@ -90,3 +92,66 @@ def test_a_model_without_batchnorm_is_skipped_with_a_warning(trainer_kwargs):
     with pytest.raises(ConfigError, match="'backbone.nope' is not a BatchNorm layer"):
         L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[RunningStatsConvergence(layers=["backbone.nope"])])).fit(
             model, data())
+
+
+class ShapedOutputs(LinearBN):
+    """LinearBN whose forward returns its logits in another shape, with the loss to match."""
+
+    def __init__(self, shape: str) -> None:
+        super().__init__()
+        self.shape = shape
+        if shape in ("single_logit", "regression"):
+            self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        logits = self.head(self.bn(self.fc(x)))
+        if self.shape == "tuple":
+            return logits, self.fc(x)
+        if self.shape == "dict":
+            return {"embedding": self.fc(x), "logits": logits}
+        return logits
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self(x)
+        if self.shape == "tuple":
+            return F.cross_entropy(out[0], y)
+        if self.shape == "dict":
+            return {"loss": F.cross_entropy(out["logits"], y)}
+        if self.shape == "single_logit":
+            return F.binary_cross_entropy_with_logits(out.squeeze(1), y.float())
+        return F.mse_loss(out.squeeze(1), y)  # regression: float targets
+
+
+@pytest.mark.parametrize("shape", ["tuple", "dict", "single_logit", "regression"])
+def test_the_train_eval_gap_reads_any_output(shape, trainer_kwargs):
+    """Documented rule: the loss always; accuracy of the primary output where it is classification; l2 of all."""
+    torch.manual_seed(0)
+    model = ShapedOutputs(shape)
+    with torch.no_grad():
+        model.bn.running_mean.fill_(1.0)
+    untrained = copy.deepcopy(model)  # step 0 is measured before the step updates the running statistics
+    x, y = data().dataset.tensors
+    if shape == "regression":
+        y = x[:, 0] * 0.5
+    loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
+    callback = RunningStatsConvergence(every_n_steps=1, probe_size=64)
+    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[callback])).fit(model, loader)
+    record = callback.history[0]
+    model = untrained
+    with torch.no_grad():  # eval first: a train-mode pass updates the running statistics
+        eval_loss, eval_out = model.eval().training_step((x, y), 0), model(x)
+        train_loss, train_out = model.train().training_step((x, y), 0), model(x)
+    loss = {"dict": lambda v: v["loss"]}.get(shape, lambda v: v)
+    assert record["train_eval/loss_gap"] == pytest.approx((loss(eval_loss) - loss(train_loss)).item(), rel=1e-5)
+    logits = {"tuple": lambda o: o[0], "dict": lambda o: o["logits"]}.get(shape, lambda o: o)
+    if shape == "regression":
+        assert "train_eval/acc_gap" not in record
+    else:
+        predict = (lambda o: (o.squeeze(1) > 0).long()) if shape == "single_logit" else (lambda o: o.argmax(1))
+        accuracy = [(predict(logits(o)) == y).float().mean().item() for o in (eval_out, train_out)]
+        assert record["train_eval/acc_gap"] == pytest.approx(accuracy[0] - accuracy[1], abs=1e-6)
+    tensors = {"tuple": lambda o: list(o), "dict": lambda o: [o["embedding"], o["logits"]]}.get(shape, lambda o: [o])
+    squared = sum((a - b).pow(2).sum() for a, b in zip(tensors(eval_out), tensors(train_out), strict=True))
+    relative = (squared / sum(b.pow(2).sum() for b in tensors(train_out))).sqrt().item()
+    assert record["train_eval/output_gap"] == pytest.approx(relative, rel=1e-4)
