@@ -133,17 +133,20 @@ class FunctionalLoss:
         return self.function(model(batch_inputs(batch, fix)), targets)
 
 
-def resolve_callable(value: str | Callable | None, what: str) -> Callable | None:
-    """``value`` itself, or the function its dotted import path names (``"package.module.function"``)."""
+def resolve_callable(value: str | Callable | None, option: str) -> Callable | None:
+    """``value`` itself, or the function its dotted import path names (``"package.module.function"``).
+
+    ``option`` is the callback argument it came from (``loss``, ``forward``), for messages.
+    """
     if value is None or callable(value):
         return value
     module_name, _, attribute = value.rpartition(".")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"Cannot import the {what} function {value!r}: {error}.") from error
+        raise ConfigError(f"Cannot import the {option}= function {value!r}: {error}.") from error
     if not callable(function):
-        raise ConfigError(f"{value!r} is not callable; {what}= takes a function (pl_module, batch) -> {what}.")
+        raise ConfigError(f"{value!r} is not callable; {option}= takes a function (pl_module, batch).")
     return function
 
 
@@ -181,7 +184,7 @@ class ModelEvaluation:
     def __init__(self, callback: str, loss: str | LossFn | None = None, forward: str | ForwardFn | None = None) -> None:
         self.callback = callback
         self.loss_fn = resolve_loss(loss)
-        self.forward_fn = resolve_callable(forward, "outputs")
+        self.forward_fn = resolve_callable(forward, "forward")
 
     def unavailable_loss(self, pl_module: L.LightningModule) -> str | None:
         """Why the default loss cannot be had for this module (manual optimization), or None."""

@@ -95,3 +95,29 @@ def test_loss_landscape_uses_the_whole_accumulated_batch(trainer_kwargs):
             param.copy_(value)
         expected = torch.stack([model.training_step(batch, i) for i, batch in enumerate(data())]).mean()
     assert landscape.history[0]["loss"] == pytest.approx(expected.item(), rel=1e-6)
+
+
+def cross_entropy_of_net(pl_module, batch):
+    """A loss= function, named by its dotted path in the test below."""
+    return F.cross_entropy(pl_module(batch[0]), batch[1])
+
+
+def body_only(pl_module, batch):
+    """A forward= function, named by its dotted path in the test below."""
+    return pl_module.body(batch[0])
+
+
+def test_loss_and_forward_by_dotted_path_equal_the_default_replay(trainer_kwargs):
+    def run(**options):
+        L.seed_everything(0)
+        landscape = LossLandscape(every_n_steps=1, loss=options.get("loss"))
+        drift = ActivationDrift(every_n_steps=1, probe_size=16, forward=options.get("forward"))
+        L.Trainer(**trainer_kwargs(max_steps=2, callbacks=[landscape, drift])).fit(Net(), data())
+        return landscape.history, drift.history
+
+    default = run()
+    named = run(loss="tests.callbacks.test_failure_policy.cross_entropy_of_net",
+                forward="tests.callbacks.test_failure_policy.body_only")
+    assert named == default  # the training_step's loss is this cross-entropy; its forward is this body
+    with pytest.raises(ValueError, match="Cannot import the forward= function 'tests.nope'"):
+        ActivationDrift(forward="tests.nope")

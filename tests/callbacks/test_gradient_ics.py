@@ -102,7 +102,7 @@ def test_bad_settings_name_the_fix(trainer_kwargs):
             net(), data())
     with pytest.raises(ConfigError, match="Unknown loss 'accuracy'"):
         GradientICS(loss="accuracy")
-    with pytest.raises(ConfigError, match="Cannot import the loss function"):
+    with pytest.raises(ConfigError, match="Cannot import the loss= function"):
         GradientICS(loss="no_such_package.loss")
 
 
