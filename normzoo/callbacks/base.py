@@ -1,6 +1,7 @@
-"""``Diagnostic``: what every diagnostics callback shares; ``ProbeDiagnostic``: those that probe a fixed batch.
+"""``Diagnostic``: what every diagnostics callback shares. ``ProbeDiagnostic``: those that probe a fixed
+batch; ``LossDiagnostic``: those that evaluate the training loss around an optimizer step.
 
-A new diagnostic subclasses one of them and implements ``measure``. The base gives it:
+A new diagnostic subclasses one of them and implements its measurement. The base gives it:
 
 - a name and its tag prefix ``diagnostics/<name>``, a cadence (``every_n_steps`` optimizer
   steps, from ``trainer.global_step``, so gradient accumulation is safe; step 0 included);

@@ -116,12 +116,12 @@ class _ActivationMode(TorchFunctionMode):
 class _InputRecorder:
     """Forward pre-hook that keeps a copy of one layer's input at each of its calls."""
 
-    def __init__(self, captured: Captured, name: str, wanted: set[str] | None) -> None:
-        self.captured, self.name, self.wanted = captured, name, wanted
+    def __init__(self, captured: Captured, name: str) -> None:
+        self.captured, self.name = captured, name
 
     def __call__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         if inputs and isinstance(inputs[0], Tensor):
-            self.captured.add(self.name, None, inputs[0], self.wanted)
+            self.captured.add(self.name, None, inputs[0], wanted=None)
 
 
 @contextmanager
@@ -142,8 +142,7 @@ def capture(
     wanted = None if sites is None else set(sites)
     modules = dict(model.named_modules())
     with ExitStack() as stack:
-        handles = [modules[name].register_forward_pre_hook(_InputRecorder(captured, name, None))
-                   for name in layers]
+        handles = [modules[name].register_forward_pre_hook(_InputRecorder(captured, name)) for name in layers]
         stack.callback(lambda: [handle.remove() for handle in handles])
         if activations:
             module_stack = _ModuleStack(model)

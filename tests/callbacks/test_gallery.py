@@ -50,13 +50,13 @@ def logger_for(name: str, root):
     return TensorBoardLogger(root, name=name, default_hp_metric=False)
 
 
-def fit(name: str, callbacks: list, logger=False):
+def fit(name: str, callbacks: list, logger=False, **overrides):
     seed_everything(0)
     module, loader = gallery.GALLERY[name]()
-    options = gallery.trainer_options(name)
+    options = {"accelerator": "cpu", **gallery.trainer_options(name), **overrides}
     options["callbacks"] = options.get("callbacks", []) + callbacks
     trainer = gallery.trainer_class(name)(
-        accelerator="cpu", devices=1, max_steps=STEPS.get(name, 6), logger=logger, enable_checkpointing=False,
+        devices=1, max_steps=STEPS.get(name, 6), logger=logger, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, **options)
     trainer.fit(module, loader)
     return module
@@ -103,6 +103,18 @@ def test_every_callback_finishes_logs_and_leaves_training_bit_identical(name, tm
     assert plain.keys() == measured.keys()
     changed = [key for key in plain if not torch.equal(plain[key], measured[key])]
     assert not changed, changed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["segmentation", "gan", "accumulate", "resnet_pl"])
+def test_on_a_gpu_in_bf16_every_callback_logs_and_training_is_unchanged(name):
+    gpu = {"accelerator": "gpu", "precision": "bf16-mixed", "deterministic": True}
+    callbacks = diagnostics()
+    measured = fit(name, callbacks, **gpu).state_dict()
+    logged = {callback.name for callback in callbacks if len(callback.history) > 0}
+    assert logged == expected_callbacks(name) and not any(c.stopped for c in callbacks if c.name in logged)
+    plain = fit(name, [], **gpu).state_dict()
+    assert all(torch.equal(value, measured[key]) for key, value in plain.items())
 
 
 def test_the_loss_based_callbacks_refuse_several_optimizers_even_with_a_loss():
