@@ -1,7 +1,7 @@
 """``DeviceImageLoader``: batches cut from uint8 images held in device memory.
 
 A CPU ``DataLoader`` decodes, crops, flips and collates one image at a time in Python:
-~10k images/s, far below what a GPU trains on (DESIGN.md's anchors), and ~10 ms per
+~10k images/s, far below what a GPU trains on (50k+ images/s for a ResNet-18 in bf16), and ~10 ms per
 evaluation step even for MNIST-5k on a CPU. MNIST, Fashion-MNIST, CIFAR and MNIST-5k fit
 in GPU memory many times over as uint8, so this loader puts them on the device once (a
 no-op on the CPU) and does everything per batch there: gather the batch by index, crop

@@ -3,8 +3,8 @@
 ResNet-20 is the CIFAR network of the ResNet paper (3 stages of 16/32/64 channels, 3
 basic blocks each; ResNet-8 is the same family with one block per stage, a quick CPU
 model); ResNet-18 is the CIFAR adaptation of the ImageNet ResNet-18 (a 3x3
-stem without max-pooling, 4 stages of 64...512 channels, 2 blocks each), the model behind
-the performance anchors in DESIGN.md. Downsampling shortcuts are 1x1 conv + norm
+stem without max-pooling, 4 stages of 64...512 channels, 2 blocks each), the model of
+the GPU benchmarks in docs/PERFORMANCE.md. Downsampling shortcuts are 1x1 conv + norm
 (option B) in both, so every shortcut is normalized by the same norm as the block.
 """
 

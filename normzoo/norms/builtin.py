@@ -1,6 +1,6 @@
 """The built-in registry entries: bn, ln, in, gn, none, noisy_bn, and the variants below the table.
 
-Semantics (see DESIGN.md), for feature vectors ``(N, C)`` / conv maps ``(N, C, H, W)``:
+Semantics, for feature vectors ``(N, C)`` / conv maps ``(N, C, H, W)``:
 
 | key      | statistics over                          | features | maps | learnable affine |
 |----------|------------------------------------------|----------|------|------------------|

@@ -29,8 +29,8 @@ LOOP_OVERHEAD = 1.3
 """Validation passes and sparse diagnostics, in proportion to the bare step time."""
 STEP_OVERHEAD_S = {"cpu": 0.007, "cuda": 0.002}
 """Lightning's loop, logging and callbacks per step, whatever the model (measured: a 3 x 100
-MLP takes ~8 ms a step in ``normzoo fit`` on 2 CPU cores, ~1 ms of it compute; DESIGN.md's
-anchors put the GPU loop at ~1.7 ms over 2.4 ms eager)."""
+MLP takes ~8 ms a step in ``normzoo fit`` on 2 CPU cores, ~1 ms of it compute; on one H100
+the GPU loop takes ~1.7 ms over 2.4 ms eager)."""
 TIMED_STEPS = 3
 
 
