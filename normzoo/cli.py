@@ -12,7 +12,8 @@ What it adds to LightningCLI:
 - the datamodule's ``input_shape`` and ``num_classes`` are linked into the model;
 - ``--optimizer`` and ``--lr_scheduler`` are linked into the model as plain dicts, so
   hparams and checkpoints stay plain YAML;
-- a ``ModelCheckpoint`` keeps ``last.ckpt`` and the best ``val/acc`` (``--checkpoint.*``);
+- a ``NormZooCheckpoint`` keeps ``last.ckpt`` (the newest state) and the best ``val/acc``
+  (``--checkpoint.*``), every file written atomically (``AtomicCheckpointIO``);
 - ``StopOnDivergence`` ends a run whose training loss turns NaN/inf and marks it
   ``run/diverged`` in its logs (``--divergence.check_every_n_steps``);
 - ``normzoo report RUN_DIR...`` compares finished runs in figures and a Markdown table
@@ -44,13 +45,15 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
 from lightning.pytorch.plugins import LayerSync
 from torch.optim import Optimizer
 
 from normzoo.callbacks import StopOnDivergence
+from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint
 from normzoo.data import NormZooDataModule
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
@@ -82,7 +85,7 @@ class NormZooCLI(LightningCLI):
                 base, key, instantiate=False, fail_untyped=False, skip={first_argument}, required=False
             )
             parser.link_arguments(key, f"model.init_args.{key}", compute_fn=_as_dict)
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(NormZooCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True})
         parser.add_lightning_class_args(StopOnDivergence, "divergence")
         parser.add_lightning_class_args(SpeedUp, "speed")
@@ -113,8 +116,12 @@ class NormZooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
+        plugins = _as_list(trainer_config.get("plugins"))
         if trainer_config.get("sync_batchnorm"):
-            kwargs["plugins"] = sync_batchnorm_plugins(trainer_config.get("accelerator"), trainer_config.get("plugins"))
+            plugins = sync_batchnorm_plugins(trainer_config.get("accelerator"), plugins)
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins = [*plugins, AtomicCheckpointIO()]  # no half-written checkpoint under a real name
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
@@ -150,11 +157,11 @@ class NormZooCLI(LightningCLI):
             runs = Path(log_dir).parent.parent
             lines.append(f"  logs: {log_dir}  (view: tensorboard --logdir {runs})")
         callback = trainer.checkpoint_callback
-        if stage == "fit" and callback is not None:
-            for label, path in (("best", getattr(callback, "best_model_path", "")),
-                                ("last", getattr(callback, "last_model_path", ""))):
+        if stage == "fit" and isinstance(callback, NormZooCheckpoint):
+            for label, path in (("best", callback.best_model_path), ("last", callback.last_model_path)):
                 if path:
-                    lines.append(f"  {label} checkpoint: {path}")
+                    step = callback.step_of(path)
+                    lines.append(f"  {label} checkpoint{'' if step is None else f' (step {step})'}: {path}")
         print("\n".join(lines), flush=True)
 
 

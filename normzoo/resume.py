@@ -1,7 +1,7 @@
 """``--ckpt_path last``: find the newest checkpoint of a run, so a resumed fit continues it in place.
 
 A run lives in ``<runs_dir>/<run_name>/version_N``, with ``checkpoints/last.ckpt`` written
-by the CLI's ModelCheckpoint at every validation. Resuming the newest version that has one
+by the CLI's NormZooCheckpoint at every validation and at the end of fit. Resuming the newest version that has one
 into the same ``version_N`` (same TensorBoard folder, same checkpoints) makes the curves
 join: the resumed process logs from the checkpoint's step on.
 """

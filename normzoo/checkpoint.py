@@ -1,0 +1,136 @@
+"""Checkpoints that are what their names say: ``last.ckpt`` is the newest state, and no write is ever half done.
+
+Lightning's ``ModelCheckpoint`` (2.6) rewrites ``last.ckpt`` only at a validation that also
+saved a top-k checkpoint, so a run whose best ``val/acc`` came early ends with a ``last.ckpt``
+from that early step, and ``--ckpt_path last`` would silently retrain everything after it.
+``NormZooCheckpoint`` writes ``last.ckpt`` at every validation and at the end of fit, and
+remembers which step each file holds. ``AtomicCheckpointIO`` writes every checkpoint to a
+temporary file in the same folder, flushes it to disk and renames it over the old one: a
+full disk or a kill mid-write leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from typing_extensions import override
+
+from normzoo.errors import NormZooError
+
+
+class CheckpointWriteError(NormZooError, OSError):
+    """A checkpoint could not be written; the file it would have replaced is untouched."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the target, ``fsync``, then ``os.replace`` onto it.
+
+    Remote paths (``s3://``, ...) go through Lightning's own writer.
+
+    Raises:
+        CheckpointWriteError: the write failed (a full disk, a read-only folder); the message
+            names the file and says the previous one is intact.
+    """
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path) or storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        except OSError as error:
+            raise CheckpointWriteError(f"Cannot write the checkpoint {target}: {error}.") from error
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the group
+            os.replace(temporary, target)
+        except BaseException as error:
+            Path(temporary).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                kept = "the previous checkpoint there is intact" if target.exists() else "no checkpoint was written"
+                raise CheckpointWriteError(f"Cannot write the checkpoint {target}: {error}; {kept}.") from error
+            raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class NormZooCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the newest state (see the module docstring).
+
+    With ``save_last``, ``last.ckpt`` is written at every validation (or training-epoch end,
+    where Lightning saves then) whether or not a top-k checkpoint was saved, and at the end of
+    fit. ``steps`` maps each checkpoint path written to the global step it holds, kept in
+    the callback's state, so a summary can say which step a file is.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: dict[str, int] = {}
+        self._last_step = -1
+
+    @override
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_newest_last(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_newest_last(trainer)
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_newest_last(trainer)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "steps": dict(self.steps)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.steps = dict(state_dict.get("steps", {}))
+
+    def step_of(self, path: str) -> int | None:
+        """The global step a checkpoint file written by this callback holds (None if unknown)."""
+        return self.steps.get(path)
+
+    @override
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.steps[filepath] = trainer.global_step
+
+    @override
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._last_step = trainer.global_step
+        if self.last_model_path:
+            self.steps[self.last_model_path] = trainer.global_step
+
+    def _save_newest_last(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` unless it already holds this step (or this is no fit, or a sanity check)."""
+        if not self.save_last or trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        if trainer.state.fn != TrainerFn.FITTING or self._last_step == trainer.global_step:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
