@@ -12,6 +12,7 @@ full disk or a kill mid-write leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from normzoo.errors import NormZooError
@@ -76,13 +78,15 @@ class NormZooCheckpoint(ModelCheckpoint):
 
     With ``save_last``, ``last.ckpt`` is written at every validation (or training-epoch end,
     where Lightning saves then) whether or not a top-k checkpoint was saved, and at the end of
-    fit. ``steps`` maps each checkpoint path written to the global step it holds, kept in
+    fit, and when SIGTERM or Ctrl-C interrupts the fit (``interrupted_by`` then names the
+    signal). ``steps`` maps each checkpoint path written to the global step it holds, kept in
     the callback's state, so a summary can say which step a file is.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.steps: dict[str, int] = {}
+        self.interrupted_by: signal.Signals | None = None
         self._last_step = -1
 
     @override
@@ -100,6 +104,18 @@ class NormZooCheckpoint(ModelCheckpoint):
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        self._save_newest_last(trainer)
+
+    @override
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """On SIGTERM (what schedulers send before killing a job) or Ctrl-C: save the state now as ``last.ckpt``."""
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, SIGTERMException):
+            self.interrupted_by = signal.SIGTERM
+        elif isinstance(exception, KeyboardInterrupt):
+            self.interrupted_by = signal.SIGINT
+        else:
+            return
         self._save_newest_last(trainer)
 
     @override

@@ -131,6 +131,22 @@ class NormZooCLI(LightningCLI):
             callbacks = [*callbacks, TQDMProgressBar(refresh_rate=every)]
         return super()._instantiate_trainer(config, callbacks)
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; a fit interrupted by SIGTERM or Ctrl-C ends with status 128 + signal and says where its state is."""
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:  # Lightning ends an interrupted fit with SystemExit (status 0 for SIGTERM)
+            callback = self.trainer.checkpoint_callback
+            signum = getattr(callback, "interrupted_by", None)
+            if signum is None:
+                raise
+            if self.trainer.is_global_zero:
+                path = callback.last_model_path
+                saved = f"state saved to {path} (step {callback.step_of(path)})" if path else "no state saved"
+                print(f"normzoo: {signum.name} stopped the fit at step {self.trainer.global_step}; {saved}. "
+                      "Continue it with --ckpt_path last.", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signum) from None
+
     def after_fit(self) -> None:
         self._print_summary("fit")
 
