@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from normzoo.errors import NormZooError
+from normzoo.errors import ConfigError, NormZooError
+from normzoo.tb_logging import flatten, plain
 
 
 class CheckpointWriteError(NormZooError, OSError):
@@ -150,3 +152,65 @@ class NormZooCheckpoint(ModelCheckpoint):
         if trainer.state.fn != TrainerFn.FITTING or self._last_step == trainer.global_step:
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+TRAINING_ONLY_HPARAMS = ("optimizer", "lr_scheduler")
+"""Hyperparameters that shape training but not the model: free to differ when a checkpoint is only evaluated."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents (tensors memory-mapped, not read), or one clear error saying why it cannot be.
+
+    A checkpoint file is a zip archive; an empty, truncated or foreign file is refused before
+    anything in it is unpickled.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or not a whole checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {path}: no such checkpoint file. Give the path of a .ckpt file, or "
+                          "--ckpt_path last to continue the run named by --run_name/--runs_dir.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"--ckpt_path {path}: not a readable checkpoint ({error}); the file is empty, truncated "
+                          "or of another kind. Use an earlier checkpoint of the run.") from None
+    if broken is not None:
+        raise ConfigError(f"--ckpt_path {path}: the checkpoint is damaged (entry {broken} fails its checksum). Use an "
+                          "earlier checkpoint of the run.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:
+        raise ConfigError(f"--ckpt_path {path}: the checkpoint cannot be read ({type(error).__name__}: {error}).") \
+            from None
+
+
+def check_checkpoint_matches(path: str | Path, hparams: dict[str, Any], resuming: bool) -> None:
+    """Refuse a checkpoint whose model differs from the configured one, or, to resume a fit, whose settings differ.
+
+    Evaluating (test, validate, predict) needs the same model: the same LightningModule class and
+    the same model hyperparameters (norm, architecture, sizes). Resuming a fit needs the same
+    run: the optimizer and LR scheduler too, so the record of the run stays true.
+
+    Raises:
+        ConfigError: naming each differing setting, its checkpoint value and its configured value.
+    """
+    skipped = {"_instantiator"} | (set() if resuming else set(TRAINING_ONLY_HPARAMS))
+
+    def settings(values: dict[str, Any]) -> dict[str, Any]:
+        return flatten({key: plain(value) for key, value in values.items() if key not in skipped}, separator=".")
+
+    saved, configured = settings(dict(read_checkpoint(path).get("hyper_parameters") or {})), settings(hparams)
+    differing = [key for key in dict.fromkeys([*saved, *configured]) if saved.get(key) != configured.get(key)]
+    if not differing:
+        return
+    details = "; ".join(f"{key}: {saved.get(key)!r} in the checkpoint, {configured.get(key)!r} now"
+                        for key in differing)
+    if resuming:
+        raise ConfigError(f"--ckpt_path {path} cannot resume this run: {details}. Configure the run as the checkpoint "
+                          "was (or drop the override), or start a new run without --ckpt_path.")
+    raise ConfigError(f"--ckpt_path {path} holds another model: {details}. Pass the config the checkpoint was "
+                      "trained with (its run folder's config.yaml).")
+

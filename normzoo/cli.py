@@ -46,17 +46,19 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, instantiate_class
 from lightning.pytorch.plugins import LayerSync
 from torch.optim import Optimizer
 
 from normzoo.callbacks import StopOnDivergence
-from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint
+from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_checkpoint_matches
 from normzoo.data import NormZooDataModule
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
+from normzoo.models.classifier import DEFAULT_OPTIMIZER
 from normzoo.norms import NormZooSyncBatchNorm
 from normzoo.resume import LAST, last_checkpoint
 from normzoo.speed import SpeedUp, resolve_precision
@@ -131,8 +133,24 @@ class NormZooCLI(LightningCLI):
             callbacks = [*callbacks, TQDMProgressBar(refresh_rate=every)]
         return super()._instantiate_trainer(config, callbacks)
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the configured model: a ``--ckpt_path`` is checked against it (``_run_subcommand``), never merged.
+
+        LightningCLI would overwrite the configured model's arguments with the checkpoint's, so a
+        config for one model and a checkpoint of another silently ran the checkpoint's model.
+        """
+
     def _run_subcommand(self, subcommand: str) -> None:
-        """Run it; a fit interrupted by SIGTERM or Ctrl-C ends with status 128 + signal and says where its state is."""
+        """Run it; a fit interrupted by SIGTERM or Ctrl-C ends with status 128 + signal and says where its state is.
+
+        A ``--ckpt_path`` is checked first (readable, the configured model, for ``fit`` the same
+        settings), before anything of the run is written.
+        """
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path:
+            check_checkpoint_matches(ckpt_path, dict(self.model.hparams), resuming=subcommand == "fit")
+        if subcommand == "fit":
+            check_optimization(self.model.hparams.get("optimizer"), self.model.hparams.get("lr_scheduler"))
         try:
             super()._run_subcommand(subcommand)
         except SystemExit:  # Lightning ends an interrupted fit with SystemExit (status 0 for SIGTERM)
@@ -179,6 +197,24 @@ class NormZooCLI(LightningCLI):
                     step = callback.step_of(path)
                     lines.append(f"  {label} checkpoint{'' if step is None else f' (step {step})'}: {path}")
         print("\n".join(lines), flush=True)
+
+
+def check_optimization(optimizer: dict[str, Any] | None, lr_scheduler: dict[str, Any] | None) -> None:
+    """Build the configured optimizer and LR scheduler on a stand-in parameter, so bad values fail before the run.
+
+    Raises:
+        ConfigError: torch refuses a value (a negative learning rate, momentum out of range, ...).
+    """
+    optimizer = optimizer or DEFAULT_OPTIMIZER
+    try:
+        built = instantiate_class([torch.zeros(1, requires_grad=True)], optimizer)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"--optimizer ({optimizer['class_path']}): {error}.") from None
+    if lr_scheduler:
+        try:
+            instantiate_class(built, lr_scheduler)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"--lr_scheduler ({lr_scheduler['class_path']}): {error}.") from None
 
 
 def sync_batchnorm_plugins(accelerator: Any, plugins: Any) -> list[Any]:
@@ -254,6 +290,8 @@ def main(args: Any = None) -> None:
         NormZooCLI(args=args)
     except Exception as error:
         user_error = find_user_error(error)
+        if user_error is None and isinstance(error, MisconfigurationException):  # Lightning's word for bad input
+            user_error = error
         if user_error is None or os.environ.get("NORMZOO_TRACEBACK"):
             raise
         print(f"normzoo: error: {user_error}", file=sys.stderr)

@@ -115,7 +115,13 @@ def get_norm_layer(norm: NormSpec, dims: int = 2, **options: Any) -> NormConstru
 
 
 def create_norm_layer(name: NormSpec, num_features: int, dims: int = 2, **options: Any) -> nn.Module:
-    """Build one norm layer for ``num_features`` channels (see ``get_norm_layer``)."""
+    """Build one norm layer for ``num_features`` channels (see ``get_norm_layer``).
+
+    Raises:
+        ConfigError: ``num_features`` is not a positive integer, or the name or options are unknown.
+    """
+    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+        raise ConfigError(f"A norm layer needs num_features >= 1 (the channels it normalizes), got {num_features!r}.")
     return get_norm_layer(name, dims=dims, **options)(num_features)
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normzoo.errors import ConfigError
 from normzoo.models import MLP
 from normzoo.norms import (
     UnknownNormError,
@@ -147,3 +148,9 @@ def test_none_is_identity():
 )
 def test_cancels_bias(name, options, expected):
     assert cancels_bias(create_norm_layer(name, 64, **options)) is expected
+
+
+@pytest.mark.parametrize("num_features", [0, -3, 2.5, True])
+def test_create_norm_layer_refuses_a_channel_count_that_is_not_positive(num_features):
+    with pytest.raises(ConfigError, match=r"num_features >= 1"):
+        create_norm_layer("bn", num_features)
