@@ -192,17 +192,26 @@ def check_checkpoint_matches(path: str | Path, hparams: dict[str, Any], resuming
 
     Evaluating (test, validate, predict) needs the same model: the same LightningModule class and
     the same model hyperparameters (norm, architecture, sizes). Resuming a fit needs the same
-    run: the optimizer and LR scheduler too, so the record of the run stays true.
+    run: the optimizer and LR scheduler too, so the record of the run stays true; and a healthy
+    run: one that ``StopOnDivergence`` stopped holds NaN/inf weights, and more training on them
+    would only write a false record.
 
     Raises:
-        ConfigError: naming each differing setting, its checkpoint value and its configured value.
+        ConfigError: naming each differing setting, its checkpoint value and its configured value;
+            or the step at which the run diverged.
     """
+    checkpoint = read_checkpoint(path)
+    diverged_at = (checkpoint.get("callbacks") or {}).get("StopOnDivergence", {}).get("diverged_at")
+    if resuming and diverged_at is not None:
+        raise ConfigError(f"--ckpt_path {path}: this run diverged at step {diverged_at} (its training loss became "
+                          "NaN/inf) and is not resumed. Start a new run with a lower learning rate, another init "
+                          "gain or a norm.")
     skipped = {"_instantiator"} | (set() if resuming else set(TRAINING_ONLY_HPARAMS))
 
     def settings(values: dict[str, Any]) -> dict[str, Any]:
         return flatten({key: plain(value) for key, value in values.items() if key not in skipped}, separator=".")
 
-    saved, configured = settings(dict(read_checkpoint(path).get("hyper_parameters") or {})), settings(hparams)
+    saved, configured = settings(dict(checkpoint.get("hyper_parameters") or {})), settings(hparams)
     differing = [key for key in dict.fromkeys([*saved, *configured]) if saved.get(key) != configured.get(key)]
     if not differing:
         return

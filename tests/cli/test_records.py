@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 
 import pytest
@@ -117,3 +118,13 @@ def test_bad_training_settings_are_one_line_before_any_folder(args, message, tmp
     line = refused(capsys, "fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path), *args)
     assert message in line
     assert not list(tmp_path.iterdir())
+
+
+def test_a_diverged_run_is_not_resumed(tmp_path, capsys):
+    blowup = ["fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path), "--model.norm", "none",
+              "--optimizer.init_args.lr", "1e9", "--trainer.max_steps", "40", "--divergence.check_every_n_steps", "2",
+              "--trainer.enable_progress_bar", "false"]
+    main(blowup)
+    assert "DIVERGED" in capsys.readouterr().out
+    line = refused(capsys, *blowup, "--ckpt_path", "last")
+    assert re.search(r"this run diverged at step \d+ .* is not resumed", line), line
