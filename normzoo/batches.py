@@ -116,3 +116,31 @@ def batch_to(batch: Any, device: torch.device | str | None = None, detach: bool 
         return leaf if device is None else leaf.to(device)
 
     return tree_map(move, batch)
+
+
+class NonFiniteInputs:
+    """Finds the first batch whose float tensors hold a NaN or an inf, with one host sync per check.
+
+    ``add`` keeps one sum per batch on the device (a NaN or an inf anywhere makes the sum
+    non-finite) with the batch's position; ``first`` reads them all at once and forgets them.
+    Bad data is then named as bad data, rather than showing up as a diverged loss.
+    """
+
+    def __init__(self) -> None:
+        self._sums: list[Tensor] = []
+        self._positions: list[Any] = []
+
+    def add(self, batch: Any, position: Any) -> None:
+        leaves = [leaf.detach() for leaf in tree_flatten(batch)[0]
+                  if isinstance(leaf, Tensor) and leaf.is_floating_point() and leaf.numel()]
+        if leaves:
+            self._sums.append(torch.stack([leaf.sum(dtype=torch.float32) for leaf in leaves]).sum())
+            self._positions.append(position)
+
+    def first(self) -> Any | None:
+        """The position of the first batch added since the last call that held a NaN or an inf, or None."""
+        if not self._sums:
+            return None
+        finite = torch.isfinite(torch.stack([s.to(self._sums[0].device) for s in self._sums])).tolist()
+        positions, self._sums, self._positions = self._positions, [], []
+        return next((where for ok, where in zip(finite, positions, strict=True) if not ok), None)

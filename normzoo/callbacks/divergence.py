@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from normzoo.batches import NonFiniteInputs
 from normzoo.errors import ConfigError
 
 DIVERGED_TAG = "run/diverged"
@@ -27,7 +28,9 @@ class StopOnDivergence(Callback):
     Every step folds ``isfinite(loss)`` into a flag kept on the device (no host sync); every
     ``check_every_n_steps`` optimizer steps the flag is read and, under DDP, OR-reduced over
     ranks, so all ranks stop together. Once a loss is non-finite the weights are too, so the
-    few steps between checks change nothing but the time spent.
+    few steps between checks change nothing but the time spent. Bad data is not a divergence:
+    each training batch's float tensors are summed on the device, and a NaN or an inf among
+    them is reported at the check as an error naming the batch.
 
     Logged metrics:
         ``run/diverged``: 1 at the step where divergence was detected; at the end of
@@ -41,7 +44,8 @@ class StopOnDivergence(Callback):
             ``log_every_n_steps``.
 
     Raises:
-        ConfigError: ``check_every_n_steps`` < 1.
+        ConfigError: ``check_every_n_steps`` < 1; or, during training, a training batch that
+            holds NaN or inf values (its epoch, batch index and step named).
 
     Example::
 
@@ -52,6 +56,7 @@ class StopOnDivergence(Callback):
         self.check_every_n_steps = check_every_n_steps
         self.diverged_at: int | None = None
         self._nonfinite: Tensor | None = None
+        self._inputs = NonFiniteInputs()
 
     @property
     def state_key(self) -> str:
@@ -64,6 +69,7 @@ class StopOnDivergence(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        self._inputs.add(batch, (trainer.current_epoch, batch_idx, trainer.global_step))
         self._record(trainer, pl_module, outputs)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,6 +94,7 @@ class StopOnDivergence(Callback):
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.diverged_at is not None:
             return
+        self._check_inputs(trainer)
         local = bool(self._nonfinite.item()) if self._nonfinite is not None else False
         if not trainer.strategy.reduce_boolean_decision(local, all=False):  # any rank diverged
             return
@@ -97,6 +104,16 @@ class StopOnDivergence(Callback):
                        "the run diverged and stops here. Lower the learning rate or the init gain, "
                        "or use a norm; the run is marked `run/diverged` in its logs.")
         self._log(trainer, {DIVERGED_TAG: 1.0})
+
+    def _check_inputs(self, trainer: L.Trainer) -> None:
+        """Bad data is an error of its own, named by split and batch, not a divergence (all ranks stop)."""
+        bad = self._inputs.first()
+        if not trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            return
+        where = ("on another rank" if bad is None else
+                 f"first in batch {bad[1]} of epoch {bad[0]} (step {bad[2]})")
+        raise ConfigError(f"The training inputs hold NaN or inf values, {where}: the data is bad, not the "
+                          "learning rate. Check the dataset and its transforms.")
 
     def _log(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for logger in trainer.loggers:

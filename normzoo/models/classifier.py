@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from normzoo.batches import NonFiniteInputs
 from normzoo.errors import ConfigError
 from normzoo.models.mlp import MLP, NormPosition
 from normzoo.models.resnet import RESNET_VARIANTS, ResNet
@@ -60,6 +61,7 @@ class NormClassifier(L.LightningModule):
         self.test_loss = MeanMetric()
         self._guarded = False
         self._bn_batch_reported = False
+        self._eval_inputs = NonFiniteInputs()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -126,9 +128,11 @@ class NormClassifier(L.LightningModule):
         return last_step or (last_epoch and trainer.is_last_batch)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_inputs.add(batch, batch_idx)
         self._evaluate(batch, self.val_loss, self.val_acc)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_inputs.add(batch, batch_idx)
         self._evaluate(batch, self.test_loss, self.test_acc)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -147,12 +151,25 @@ class NormClassifier(L.LightningModule):
         loss.update(F.cross_entropy(logits, y), weight=len(y))  # the sample-weighted mean, synced over ranks
 
     def on_validation_epoch_end(self) -> None:
+        self._check_eval_inputs("validation")
         self.log("val/loss", self.val_loss)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
+        self._check_eval_inputs("test")
         self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
+
+    def _check_eval_inputs(self, split: str) -> None:
+        """One host sync per evaluation epoch: NaN/inf inputs are an error naming the split and the batch.
+
+        (The mean loss would drop such samples and the accuracy count them: a number that looks fine.)
+        """
+        bad = self._eval_inputs.first()
+        if self.trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            where = "on another rank" if bad is None else f"first in batch {bad}"
+            raise ConfigError(f"The {split} inputs hold NaN or inf values, {where}. Check the dataset and its "
+                              "transforms.")
 
     def configure_optimizers(self) -> Any:
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]

@@ -63,3 +63,33 @@ def test_state_survives_a_checkpoint_and_bad_settings_are_clear(tmp_path):
     assert restored.diverged_at == 7
     with pytest.raises(ConfigError, match="check_every_n_steps must be >= 1"):
         fit(0.1, tmp_path, check_every_n_steps=0)
+
+
+def poisoned(batch_with_nan: int, value: float = float("nan")) -> DataLoader:
+    """64 samples in batches of 8; one value of batch ``batch_with_nan`` is NaN (or inf)."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=generator), torch.randint(0, 3, (64,), generator=generator)
+    x[batch_with_nan * 8 + 2, 4] = value
+    return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+def classifier() -> MLPClassifier:
+    return MLPClassifier(input_shape=(6,), num_classes=3, depth=1, width=8, norm="ln")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_bad_training_data_is_named_as_bad_data_not_a_divergence(value, trainer_kwargs):
+    trainer = L.Trainer(**trainer_kwargs(max_steps=8, callbacks=[StopOnDivergence(check_every_n_steps=4)]))
+    with pytest.raises(ConfigError, match=r"training inputs hold NaN or inf values, first in batch 3 of epoch 0 "
+                                          r"\(step 4\): the data is bad, not the learning rate"):
+        trainer.fit(classifier(), poisoned(3, value))
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_bad_evaluation_data_is_an_error_naming_the_split_and_batch(split, trainer_kwargs):
+    trainer = L.Trainer(**trainer_kwargs(max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0))
+    with pytest.raises(ConfigError, match=rf"The {split} inputs hold NaN or inf values, first in batch 5\."):
+        if split == "validation":
+            trainer.fit(classifier(), poisoned(7), poisoned(5))
+        else:
+            trainer.test(classifier(), poisoned(5))
