@@ -56,10 +56,11 @@ from torch.optim import Optimizer
 from normzoo.callbacks import StopOnDivergence
 from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_checkpoint_matches
 from normzoo.data import NormZooDataModule
+from normzoo.data.base import MIN_TRAIN_BATCH
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
 from normzoo.models.classifier import DEFAULT_OPTIMIZER
-from normzoo.norms import NormZooSyncBatchNorm
+from normzoo.norms import NormZooSyncBatchNorm, bn_batch_size
 from normzoo.resume import LAST, last_checkpoint
 from normzoo.speed import SpeedUp, resolve_precision
 
@@ -151,6 +152,7 @@ class NormZooCLI(LightningCLI):
             check_checkpoint_matches(ckpt_path, dict(self.model.hparams), resuming=subcommand == "fit")
         if subcommand == "fit":
             check_optimization(self.model.hparams.get("optimizer"), self.model.hparams.get("lr_scheduler"))
+            check_batch_statistics(self.model, getattr(self.datamodule, "batch_size", None))
         try:
             super()._run_subcommand(subcommand)
         except SystemExit:  # Lightning ends an interrupted fit with SystemExit (status 0 for SIGTERM)
@@ -215,6 +217,20 @@ def check_optimization(optimizer: dict[str, Any] | None, lr_scheduler: dict[str,
             instantiate_class(built, lr_scheduler)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"--lr_scheduler ({lr_scheduler['class_path']}): {error}.") from None
+
+
+def check_batch_statistics(model: Any, batch_size: int | None) -> None:
+    """Refuse a training batch of one sample for a model with batch-statistics layers, before the run starts.
+
+    Raises:
+        ConfigError: naming the norm and the fixes (a larger batch, or a batch-independent norm).
+    """
+    if batch_size is None or batch_size >= MIN_TRAIN_BATCH or bn_batch_size(model, batch_size) is None:
+        return
+    norm = model.hparams.get("norm", "its")
+    raise ConfigError(f"batch_size={batch_size} is too small for norm {norm!r}: BatchNorm-style layers need at least "
+                      f"{MIN_TRAIN_BATCH} samples per batch in training. Use batch_size >= {MIN_TRAIN_BATCH}, or a "
+                      "batch-independent norm (ln, gn, in, none).")
 
 
 def sync_batchnorm_plugins(accelerator: Any, plugins: Any) -> list[Any]:

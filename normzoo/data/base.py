@@ -103,11 +103,8 @@ class NormZooDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
         super().__init__()
-        if batch_size < MIN_TRAIN_BATCH:
-            raise ConfigError(
-                f"batch_size={batch_size} is too small: BatchNorm needs at least {MIN_TRAIN_BATCH} "
-                "samples per batch in training. Use batch_size >= 2."
-            )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

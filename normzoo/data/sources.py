@@ -91,6 +91,9 @@ def load_torchvision(name: str, data_dir: str | Path, train: bool, download: boo
     info = dataset_info(name)
     assert info.torchvision_class is not None, f"{name} is embedded, not a torchvision dataset"
     dataset_class = getattr(torchvision.datasets, info.torchvision_class)
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"data_dir {str(data_dir)!r} is a file, not a folder: point data.data_dir at the folder "
+                          f"that holds (or will hold) the {name} files.")
     try:
         dataset = dataset_class(root=str(data_dir), train=train, download=download)
     except (RuntimeError, OSError) as error:

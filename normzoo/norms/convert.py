@@ -158,7 +158,8 @@ def replace_norm(model: nn.Module, name: str, **options: Any) -> nn.Module:
 
     Every new layer is built before any is swapped, so a refused swap leaves the model as it
     was. Learned running statistics and affine parameters of the old layers are dropped
-    (with one warning if any layer had seen a batch): retrain, or at least recalibrate.
+    (with one warning if any layer had seen a batch): retrain, or at least recalibrate. A
+    model without norm layers is returned unchanged, with a warning saying so.
 
     Args:
         model: any module; if it is itself a norm layer, the new layer is returned.
@@ -183,6 +184,13 @@ def replace_norm(model: nn.Module, name: str, **options: Any) -> nn.Module:
     constructors = {dims: get_norm_layer(name, dims=dims, **options) for dims in (1, 2)}
     replacements: dict[int, nn.Module] = {}
     targets = list(_norm_layers(model))
+    if not targets:
+        warnings.warn(
+            f"replace_norm({name!r}): {type(model).__name__} has no norm layer to replace, so it is returned "
+            "unchanged. A model built without norms (norm='none') has none; to add norms, build it with norm=...",
+            UserWarning,
+            stacklevel=2,
+        )
     for path, old in targets:
         if id(old) not in replacements:
             replacements[id(old)] = _build_replacement(path, old, constructors)

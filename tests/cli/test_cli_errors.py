@@ -22,7 +22,7 @@ QUICK = ["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run",
         (["--model.norm", "in"], "'in' .* a feature vector has none"),
         (["--model.activation", "swish"], "Unknown activation 'swish'"),
         (["--data.dataset", "svhn"], "Unknown dataset 'svhn'"),
-        (["--data.batch_size", "1"], "batch_size=1 is too small"),
+        (["--data.batch_size", "1"], "batch_size=1 is too small for norm 'bn'.*or a batch-independent norm"),
         (["--data.dataset", "cifar10", "--data.download", "false", "--data.data_dir", "{tmp}"],
          "Dataset 'cifar10' is not in .* download is off"),
         (["--trainer.sync_batchnorm", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
@@ -67,3 +67,7 @@ def test_sync_batchnorm_adds_normzoos_plugin_unless_a_layer_sync_is_given():
     mine = TorchSyncBatchNorm()
     assert sync_batchnorm_plugins("cuda", [mine]) == [mine]
     assert len(sync_batchnorm_plugins("gpu", "bf16-mixed")) == 2
+
+
+def test_a_batch_of_one_trains_with_a_batch_independent_norm(tmp_path):
+    main(QUICK + ["--runs_dir", str(tmp_path), "--model.norm", "ln", "--data.batch_size", "1"])

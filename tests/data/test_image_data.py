@@ -95,7 +95,7 @@ def test_synthetic_task_is_seeded_and_learnable_shape():
     ("factory", "message"),
     [
         (lambda: ImageDataModule("imagenet"), "Unknown dataset 'imagenet'.*mnist5k.*cifar10"),
-        (lambda: ImageDataModule(batch_size=1), "batch_size=1 is too small"),
+        (lambda: ImageDataModule(batch_size=0), "batch_size must be >= 1"),
         (lambda: SyntheticDataModule(num_classes=1), "num_classes must be >= 2"),
         (lambda: ImageTensorDataset(torch.zeros(2, 4, 4), torch.zeros(2), (0,), (1,)), "uint8 tensor"),
     ],

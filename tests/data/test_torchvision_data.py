@@ -10,6 +10,7 @@ import torch
 import torchvision.datasets
 
 from normzoo.data import DatasetUnavailableError, ImageDataModule, load_torchvision
+from normzoo.errors import ConfigError
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: refused at once, no network needed
 
@@ -72,3 +73,10 @@ def test_offline_download_failure_is_one_clear_message(monkeypatch, tmp_path, na
     with pytest.raises(DatasetUnavailableError, match=rf"Dataset '{name}' is not in .* downloading failed") as error:
         ImageDataModule(name, data_dir=str(tmp_path), download=True).prepare_data()
     assert "--data.dataset mnist5k" in str(error.value)
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path):
+    not_a_folder = tmp_path / "cifar"
+    not_a_folder.write_text("")
+    with pytest.raises(ConfigError, match=r"data_dir '.*cifar' is a file, not a folder"):
+        load_torchvision("cifar10", not_a_folder, train=True, download=False)

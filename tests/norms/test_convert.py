@@ -570,3 +570,9 @@ def test_recalibrate_bn_names_the_first_layer_whose_input_turns_non_finite():
         mean, var = population_stats(model[0](x))
     assert_stats(model[1], mean, var)  # recalibrated before the error: kept
     assert torch.equal(model[3].running_mean, torch.zeros(4)) and torch.equal(model[3].running_var, torch.ones(4))
+
+
+def test_replace_norm_on_a_model_without_norm_layers_says_so():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with pytest.warns(UserWarning, match=r"replace_norm\('gn'\): Sequential has no norm layer to replace"):
+        assert replace_norm(model, "gn", num_groups=2) is model
