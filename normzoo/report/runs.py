@@ -23,7 +23,7 @@ from normzoo.tb_logging import flatten
 EVENT_GLOB = "events.out.tfevents.*"
 LOSS_TAG = "train/loss"
 
-RunStatus = Literal["completed", "diverged", "incomplete"]
+RunStatus = Literal["completed", "diverged", "incomplete", "broken"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class Run:
     label: str
     hparams: dict[str, Any]
     scalars: dict[str, Series] = field(repr=False)
+    broken: str | None = None
+    """Why part of the run's record could not be read (its hyperparameters are then unknown)."""
 
     @property
     def diverged_at(self) -> int | None:
@@ -70,6 +72,8 @@ class Run:
 
     @property
     def status(self) -> RunStatus:
+        if self.broken is not None:
+            return "broken"
         if self.diverged_at is not None:
             return "diverged"
         return "completed" if COMPLETED_TAG in self.scalars else "incomplete"
@@ -116,7 +120,7 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 
 def load_run(run_dir: Path, label: str | None = None) -> Run:
-    """Read one run folder's scalars and hyperparameters."""
+    """Read one run folder's scalars and hyperparameters; a run whose ``hparams.yaml`` is unreadable is ``broken``."""
     keep_one = {kind: 1 for kind in ("images", "tensors", "histograms", "compressedHistograms")}
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, **keep_one})  # every scalar, little else
     events.Reload()
@@ -125,7 +129,11 @@ def load_run(run_dir: Path, label: str | None = None) -> Run:
         by_step = {event.step: float(event.value) for event in events.Scalars(tag)}  # newer files win
         steps = tuple(sorted(by_step))
         scalars[tag] = Series(steps, tuple(by_step[step] for step in steps))
-    return Run(Path(run_dir), label or run_dir.name, read_hparams(run_dir), scalars)
+    try:
+        hparams, broken = read_hparams(run_dir), None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:  # one bad record does not sink the report
+        hparams, broken = {}, f"unreadable hparams.yaml ({str(error).splitlines()[0]})"
+    return Run(Path(run_dir), label or run_dir.name, hparams, scalars, broken)
 
 
 def read_hparams(run_dir: Path) -> dict[str, Any]:

@@ -50,6 +50,8 @@ def format_hparam(value: Any) -> str:
 
 
 def status_text(run: Run) -> str:
+    if run.status == "broken":
+        return f"**broken**: {run.broken}"
     if run.status == "diverged":
         return f"**diverged** at step {run.diverged_at}"
     return run.status

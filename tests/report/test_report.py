@@ -141,3 +141,12 @@ def test_the_command_writes_the_report_and_bad_paths_are_clear(two_runs, tmp_pat
     with pytest.raises(SystemExit):
         normzoo_main(["report", str(notes.parent / "out")])  # a folder without event files
     assert "holds no normzoo runs" in capsys.readouterr().err
+
+
+def test_a_run_with_a_broken_record_is_listed_as_broken_and_the_rest_reported(two_runs, tmp_path):
+    (two_runs / "none" / "version_0" / "hparams.yaml").write_text("norm: [unclosed\n")
+    runs = load_runs([two_runs])
+    assert [run.status for run in runs] == ["completed", "broken"]
+    report = write_report(runs, tmp_path / "out", ReportOptions()).read_text()
+    assert "| none | **broken**: unreadable hparams.yaml (" in report
+    assert "| bn | completed |" in report
