@@ -54,14 +54,14 @@ from lightning.pytorch.plugins import LayerSync
 from torch.optim import Optimizer
 
 from normzoo.callbacks import StopOnDivergence
-from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_checkpoint_matches
+from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_checkpoint_matches, read_checkpoint
 from normzoo.data import NormZooDataModule
 from normzoo.data.base import MIN_TRAIN_BATCH
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.models import NormClassifier
 from normzoo.models.classifier import DEFAULT_OPTIMIZER
 from normzoo.norms import NormZooSyncBatchNorm, bn_batch_size
-from normzoo.resume import LAST, last_checkpoint
+from normzoo.resume import LAST, ExactResume, last_checkpoint
 from normzoo.speed import SpeedUp, resolve_precision
 
 SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
@@ -111,11 +111,12 @@ class NormZooCLI(LightningCLI):
             config.ckpt_path = str(path)
             self.save_config_kwargs["overwrite"] = True  # the run's config.yaml is already there
         if config.trainer.logger in (None, True):
-            config.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=config.runs_dir, name=_run_name(config), default_hp_metric=False,
-                                    version=version if self.subcommand == "fit" else None),
-            )
+            init_args = Namespace(save_dir=config.runs_dir, name=_run_name(config), default_hp_metric=False,
+                                  version=version if self.subcommand == "fit" else None)
+            if version is not None and self.subcommand == "fit":  # resuming in place: hide the steps it redoes
+                init_args.purge_step = read_checkpoint(config.ckpt_path)["global_step"] + 1
+            config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                              init_args=init_args)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -132,7 +133,7 @@ class NormZooCLI(LightningCLI):
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in given):
             every = min(config.get("log_every_n_steps") or 50, MAX_PROGRESS_REFRESH_STEPS)
             callbacks = [*callbacks, TQDMProgressBar(refresh_rate=every)]
-        return super()._instantiate_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, [*callbacks, ExactResume()])
 
     def _parse_ckpt_path(self) -> None:
         """Keep the configured model: a ``--ckpt_path`` is checked against it (``_run_subcommand``), never merged.

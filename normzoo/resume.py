@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+from normzoo.callbacks.probe import RngState, capture_rng, restore_rng
 from normzoo.errors import ConfigError
 
 LAST = "last"
@@ -36,3 +44,63 @@ def last_checkpoint(runs_dir: str | Path, run_name: str) -> tuple[Path, int]:
         )
     version, path = versions[-1]
     return path / "checkpoints" / "last.ckpt", version
+
+
+class ExactResume(Callback):
+    """Make a resumed fit continue as the uninterrupted one: the same logging steps and random draws.
+
+    - Logging steps: Lightning logs at a counter of the batches that stepped, saved in
+      checkpoints; on restart it adds one, assuming the checkpoint was saved in
+      ``on_validation_end`` before its own increment. A checkpoint saved at a training epoch's
+      end (the default) or on SIGTERM is saved after it, so the resumed run's validation curves
+      came out one step late. At the first batch after a restore the counter is put back to
+      what it counts: the optimizer steps (automatic optimization) or the trained batches
+      (manual optimization).
+    - Random draws (noisy BN, dropout, augmentation): every generator's state (torch's CPU and
+      CUDA ones, numpy's, Python's) is saved with the checkpoint and restored when the resumed
+      fit starts, so the draws after it are those the uninterrupted fit made. Single-process
+      fits only: under DDP each rank has its own generators and rank zero alone writes the
+      checkpoint, so the ranks continue from ``seed_everything``'s seeds.
+    """
+
+    def __init__(self) -> None:
+        self._restored = False
+        self._rng: RngState | None = None
+        self._world_size = 1
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        cpu, cuda, (name, keys, position, has_gauss, gauss), python = capture_rng()
+        numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]
+        # plain types and tensors only: Lightning loads checkpoints with torch.load(weights_only=True)
+        return {"rng": [cpu, cuda, numpy_state, list(python)], "world_size": self._world_size}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng = None
+        if state_dict.get("world_size") == 1:
+            cpu, cuda, (name, keys, position, has_gauss, gauss), python = state_dict["rng"]
+            numpy_state = (name, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+            self._rng = (cpu, cuda, numpy_state, tuple(python))
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._world_size = trainer.world_size
+
+    @override
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._restored = True
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._rng is not None and trainer.world_size == 1:
+            restore_rng(self._rng)
+        self._rng = None
+
+    @override
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if self._restored:
+            self._restored = False
+            loop = trainer.fit_loop.epoch_loop
+            loop._batches_that_stepped = (trainer.global_step if pl_module.automatic_optimization
+                                          else loop.batch_progress.total.completed)

@@ -18,6 +18,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
+from normzoo.data.resumable import ResumableDataLoader, ResumableShuffle
 from normzoo.errors import ConfigError
 
 MIN_TRAIN_BATCH = 2
@@ -126,7 +127,8 @@ class NormZooDataModule(L.LightningDataModule):
             from normzoo.data.device_loader import DeviceImageLoader
 
             return DeviceImageLoader(self.train_set, self.batch_size, self._shuffling_sampler(), device, drop_last)
-        return self._loader(self.train_set, self.batch_size, sampler=self._shuffling_sampler(), drop_last=drop_last)
+        return self._loader(self.train_set, self.batch_size, sampler=self._shuffling_sampler(), drop_last=drop_last,
+                            loader_class=ResumableDataLoader)
 
     def data_device(self) -> torch.device | None:
         """Where batches are made, if not by a per-sample ``DataLoader`` (see ``ImageDataModule``)."""
@@ -136,17 +138,26 @@ class NormZooDataModule(L.LightningDataModule):
         """(world size, global rank) of the attached trainer; (1, 0) without one."""
         return (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
 
-    def _shuffling_sampler(self) -> DistributedSampler:
+    def _shuffling_sampler(self) -> ResumableShuffle:
         """This rank's share of a seeded per-epoch shuffle, the same permutation for any world size.
 
-        ``torch.randperm`` seeded with ``seed + epoch`` (Lightning calls ``set_epoch``), dealt
-        to the ranks round-robin: one process with batch 2B sees, step by step, the union of
-        what two ranks with batch B see, so DDP and single-process runs are comparable. The
-        seed is ``seed_everything``'s (``PL_GLOBAL_SEED``), as in Lightning's own DDP sampler.
+        ``torch.randperm`` seeded with ``seed + epoch``, dealt to the ranks round-robin: one
+        process with batch 2B sees, step by step, the union of what two ranks with batch B see,
+        so DDP and single-process runs are comparable. The seed is ``seed_everything``'s
+        (``PL_GLOBAL_SEED``), as in Lightning's own DDP sampler. The epoch and the batches of
+        it already trained come from the trainer's loop state (``_training_position``), so a
+        resumed run continues the uninterrupted run's order exactly.
         """
         world_size, rank = self._world()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return DistributedSampler(self.train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        return ResumableShuffle(self.train_set, world_size, rank, seed, self.batch_size, self._training_position)
+
+    def _training_position(self) -> tuple[int, int] | None:
+        """(epoch, batches of it already trained) during a fit, from the trainer's (restored) loop state."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return None
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader | Iterable[tuple[Tensor, Tensor]]:
         return self._eval_loader(self.val_set)
@@ -187,9 +198,10 @@ class NormZooDataModule(L.LightningDataModule):
         return 0 < per_rank % self.batch_size < MIN_TRAIN_BATCH
 
     def _loader(
-        self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False
+        self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False,
+        loader_class: type[DataLoader] = DataLoader,
     ) -> DataLoader:
-        return DataLoader(
+        return loader_class(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

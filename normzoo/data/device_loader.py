@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,13 +69,21 @@ class DeviceImageLoader:
         self.sampler = sampler
         self.drop_last = drop_last
 
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing of its own: a ``ResumableShuffle`` sampler resumes from the trainer's loop state."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore (see ``state_dict``); declaring both makes Lightning treat the loader as resumable."""
+
     def __len__(self) -> int:
         count = len(self.sampler)
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)  # shorter after a mid-epoch resume
+        count = len(order) // self.batch_size * self.batch_size if self.drop_last else len(order)
+        for start in range(0, count, self.batch_size):
             index = order[start : start + self.batch_size]
             images = self.images[index]
             if self.augment:
