@@ -15,13 +15,18 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,11 +103,15 @@ def run_study(
         for run in todo:
             say("  normzoo fit " + " ".join((*run.fit_args, *slots[0].args)))
         return 0
+    check_overrides(root, extra_args)
     outcomes = execute(todo, slots, root / "logs", in_process)
     failed = [o for o in outcomes if o.returncode != 0]
     write_study_report(study, root)
     for outcome in failed:
-        say(f"FAILED: {outcome.name} exited with status {outcome.returncode}; see {outcome.log}")
+        if outcome.returncode == BUSY:
+            say(f"NOT RUN: {outcome.name} is being trained by another process; run the study again once it ends")
+        else:
+            say(f"FAILED: {outcome.name} exited with status {outcome.returncode}; see {outcome.log}")
     return 1 if failed else 0
 
 
@@ -123,36 +132,135 @@ def announce_estimate(todo: list[PlannedRun], slots: list[Slot]) -> None:
 
 
 def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process: bool) -> list[Outcome]:
-    """Run ``todo`` on ``slots``, a run per free slot, and report each as it ends."""
+    """Run ``todo`` on ``slots``, a run per free slot, and report each as it ends.
+
+    Each run is claimed first (``claim_run``): a run another process is training is left to
+    it. On SIGINT or SIGTERM the study stops its running children with SIGTERM (each saves its
+    state as ``last.ckpt``), waits for them, and raises ``StudyInterrupted``.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     queue = list(todo)
-    running: dict[int, tuple[PlannedRun, subprocess.Popen | None, float, Path]] = {}
+    running: dict[int, tuple[PlannedRun, subprocess.Popen, float, Path, int]] = {}
     outcomes: list[Outcome] = []
     total = len(todo)
-    while queue or running:
-        for index, slot in enumerate(slots):
-            if index in running or not queue:
-                continue
-            run = queue.pop(0)
-            log = log_dir / f"{run.name}.log"
-            args = ["fit", *run.fit_args, *slot.args, *resume_args(run.folder)]
-            say(f"[{total - len(queue)}/{total}] {run.name}: started on {slot.label}")
-            start = time.perf_counter()
-            if in_process:
-                returncode = run_in_process(args, log)
-                outcomes.append(finish(run, returncode, start, log))
-                continue
-            with log.open("w") as handle:
-                process = subprocess.Popen([sys.executable, "-m", "normzoo", *args], stdout=handle,
-                                           stderr=subprocess.STDOUT, env={**os.environ, **slot.env})
-            running[index] = (run, process, start, log)
-        for index, (run, process, start, log) in list(running.items()):
-            if process is not None and process.poll() is not None:
-                outcomes.append(finish(run, process.returncode, start, log))
-                del running[index]
-        if running:
-            time.sleep(0.5)
+    with interrupted_by_signals():
+        try:
+            while queue or running:
+                for index, slot in enumerate(slots):
+                    if index in running or not queue:
+                        continue
+                    run = queue.pop(0)
+                    log = log_dir / f"{run.name}.log"
+                    lock = claim_run(log_dir / f"{run.name}.lock")
+                    if lock is None:
+                        say(f"[{total - len(queue)}/{total}] {run.name}: another process is training it (its lock "
+                            f"{log_dir / run.name}.lock is held); left to it")
+                        outcomes.append(Outcome(run.name, BUSY, 0.0, log))
+                        continue
+                    args = ["fit", *run.fit_args, *slot.args, *resume_args(run.folder)]
+                    say(f"[{total - len(queue)}/{total}] {run.name}: started on {slot.label}")
+                    start = time.perf_counter()
+                    if in_process:
+                        returncode = run_in_process(args, log)
+                        os.close(lock)
+                        outcomes.append(finish(run, returncode, start, log))
+                        continue
+                    with log.open("w") as handle:  # the child inherits the lock: it is held while either lives
+                        process = subprocess.Popen([sys.executable, "-m", "normzoo", *args], stdout=handle,
+                                                   stderr=subprocess.STDOUT, env={**os.environ, **slot.env},
+                                                   pass_fds=(lock,))
+                    running[index] = (run, process, start, log, lock)
+                for index, (run, process, start, log, lock) in list(running.items()):
+                    if process.poll() is not None:
+                        os.close(lock)
+                        outcomes.append(finish(run, process.returncode, start, log))
+                        del running[index]
+                if running:
+                    time.sleep(0.5)
+        except StudyInterrupted:
+            stop_children([process for _, process, *_ in running.values()])
+            raise
     return outcomes
+
+
+def check_overrides(root: Path, extra_args: Sequence[str]) -> None:
+    """Record the ``--`` overrides of a study's runs; refuse a rerun with other ones (it would mix two setups).
+
+    Raises:
+        ConfigError: ``root`` holds runs made with other overrides.
+    """
+    record = root / "overrides.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        if before != list(extra_args):
+            raise ConfigError(
+                f"The runs under {root} were made with the overrides {before or 'none'}, not "
+                f"{list(extra_args) or 'none'}: a rerun would mix two setups in one report. Rerun with the same "
+                "overrides, or give this setup its own --runs-dir."
+            )
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(list(extra_args)))
+
+
+BUSY = -1
+"""The return code recorded for a run left to another process that holds its lock."""
+
+
+class StudyInterrupted(BaseException):
+    """SIGINT or SIGTERM reached the study; its children were stopped.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: the handlers that keep a crashing run from
+    stopping the study must let it through.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """Inside the block, SIGINT and SIGTERM raise ``StudyInterrupted`` (main thread only)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise StudyInterrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def stop_children(processes: list[subprocess.Popen], grace_seconds: float = 120.0) -> None:
+    """SIGTERM each running child (it saves ``last.ckpt`` and exits), wait for all, kill what outlives the grace."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def claim_run(lock_path: Path) -> int | None:
+    """An open descriptor holding an exclusive ``flock`` on ``lock_path``, or None if another process holds it.
+
+    The lock goes with the descriptor's open file: a child given it keeps the run claimed
+    after the study itself is gone (``kill -9``), until the child ends too.
+    """
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def run_in_process(args: list[str], log: Path) -> int:
@@ -178,6 +286,8 @@ def finish(run: PlannedRun, returncode: int, start: float, log: Path) -> Outcome
 
 
 def describe(run: PlannedRun, returncode: int) -> str:
+    if returncode == BUSY:
+        return "left to the process that holds its lock"
     if returncode != 0:
         return f"FAILED with status {returncode}"
     versions = sorted(run.folder.glob("version_*"))
@@ -246,7 +356,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{study.name}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{study.name}: interrupted. Run the same command again to go on: finished runs are skipped and "
-              "unfinished ones resume from their last checkpoint.", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, StudyInterrupted) as stop:
+        signum = stop.signum if isinstance(stop, StudyInterrupted) else signal.SIGINT
+        print(f"{study.name}: interrupted by {signal.Signals(signum).name}; its running runs were stopped and saved. "
+              "Run the same command again to go on: finished runs are skipped and unfinished ones resume from "
+              "their last checkpoint.", file=sys.stderr)
+        return 128 + signum

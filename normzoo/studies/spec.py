@@ -131,7 +131,7 @@ def plan_runs(study: Study, mode: Mode, runs_dir: str | Path, extra_args: Sequen
 def is_finished(folder: Path) -> bool:
     """True when a version of the run logged ``run/completed`` (it ran to its end or diverged)."""
     versions = sorted({event.parent for event in folder.glob(f"*/{EVENT_GLOB}")}) if folder.is_dir() else []
-    return any(load_run(version).status != "incomplete" for version in versions)
+    return any(load_run(version).status in ("completed", "diverged") for version in versions)
 
 
 def resume_args(folder: Path) -> tuple[str, ...]:
