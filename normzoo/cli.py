@@ -58,6 +58,7 @@ from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_chec
 from normzoo.data import NormZooDataModule
 from normzoo.data.base import MIN_TRAIN_BATCH
 from normzoo.errors import ConfigError, find_user_error
+from normzoo.files import writable_folder
 from normzoo.models import NormClassifier
 from normzoo.models.classifier import DEFAULT_OPTIMIZER
 from normzoo.norms import NormZooSyncBatchNorm, bn_batch_size
@@ -145,8 +146,9 @@ class NormZooCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; a fit interrupted by SIGTERM or Ctrl-C ends with status 128 + signal and says where its state is.
 
-        A ``--ckpt_path`` is checked first (readable, the configured model, for ``fit`` the same
-        settings), before anything of the run is written.
+        The run's inputs are checked first, before anything of it is written: a ``--ckpt_path``
+        (readable, the configured model, for ``fit`` the same settings and a healthy run), the
+        optimizer and batch size of a fit, and a ``--runs_dir`` that takes files.
         """
         ckpt_path = self.config[subcommand].get("ckpt_path")
         if ckpt_path:
@@ -154,6 +156,7 @@ class NormZooCLI(LightningCLI):
         if subcommand == "fit":
             check_optimization(self.model.hparams.get("optimizer"), self.model.hparams.get("lr_scheduler"))
             check_batch_statistics(self.model, getattr(self.datamodule, "batch_size", None))
+        writable_folder(self.config[subcommand].runs_dir, "--runs_dir")
         try:
             super()._run_subcommand(subcommand)
         except SystemExit:  # Lightning ends an interrupted fit with SystemExit (status 0 for SIGTERM)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from normzoo.errors import ConfigError
+from normzoo.files import writable_folder
 from normzoo.report.figures import (
     diagnostic_groups,
     file_name,
@@ -170,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         heatmap=tuple(args.heatmap) if args.heatmap else None,
         notes=read_notes(args.notes),
     )
-    report = write_report(runs, args.out, options)
+    report = write_report(runs, writable_folder(args.out, "--out"), options)
     diverged = sum(run.status == "diverged" for run in runs)
     print(f"normzoo report: {len(runs)} runs ({diverged} diverged) -> {report}", flush=True)
     return report

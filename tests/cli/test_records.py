@@ -128,3 +128,15 @@ def test_a_diverged_run_is_not_resumed(tmp_path, capsys):
     assert "DIVERGED" in capsys.readouterr().out
     line = refused(capsys, *blowup, "--ckpt_path", "last")
     assert re.search(r"this run diverged at step \d+ .* is not resumed", line), line
+
+
+def test_folders_that_cannot_be_written_are_one_line(trained, tmp_path, capsys):
+    unwritable = "/proc/normzoo-runs"  # /proc takes no new folders, even for root
+    line = refused(capsys, "fit", "--config", "configs/quickstart.yaml", "--runs_dir", unwritable)
+    assert f"--runs_dir {unwritable} cannot be written into" in line
+    line = refused(capsys, "report", str(trained), "--out", unwritable)
+    assert f"--out {unwritable} cannot be written into" in line
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    line = refused(capsys, "report", str(trained), "--out", str(not_a_folder))
+    assert "is a file, not a folder" in line
