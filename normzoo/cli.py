@@ -51,7 +51,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, instantiate_class
 from lightning.pytorch.plugins import LayerSync
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch.optim import Optimizer
+from typing_extensions import override
 
 from normzoo.callbacks import StopOnDivergence
 from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_checkpoint_matches, read_checkpoint
@@ -134,7 +136,7 @@ class NormZooCLI(LightningCLI):
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in given):
             every = min(config.get("log_every_n_steps") or 50, MAX_PROGRESS_REFRESH_STEPS)
             callbacks = [*callbacks, TQDMProgressBar(refresh_rate=every)]
-        return super()._instantiate_trainer(config, [*callbacks, ExactResume()])
+        return super()._instantiate_trainer(config, [*callbacks, ExactResume(), ReleaseProcessGroup()])
 
     def _parse_ckpt_path(self) -> None:
         """Keep the configured model: a ``--ckpt_path`` is checked against it (``_run_subcommand``), never merged.
@@ -159,6 +161,7 @@ class NormZooCLI(LightningCLI):
         writable_folder(self.config[subcommand].runs_dir, "--runs_dir")
         try:
             super()._run_subcommand(subcommand)
+            release_process_group()  # after the summary, whose log_dir lookup is a collective
         except SystemExit:  # Lightning ends an interrupted fit with SystemExit (status 0 for SIGTERM)
             callback = self.trainer.checkpoint_callback
             signum = getattr(callback, "interrupted_by", None)
@@ -203,6 +206,27 @@ class NormZooCLI(LightningCLI):
                     step = callback.step_of(path)
                     lines.append(f"  {label} checkpoint{'' if step is None else f' (step {step})'}: {path}")
         print("\n".join(lines), flush=True)
+
+
+def release_process_group() -> None:
+    """Destroy this process's ``torch.distributed`` process group, if any, before the interpreter exits.
+
+    Lightning never destroys it; a gloo group left to the interpreter's shutdown has its
+    threads torn down out of order, and a rank could then abort at exit ("terminate called
+    without an active exception", status -6) after a run that finished well.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every rank is done with collectives
+        torch.distributed.destroy_process_group()
+
+
+class ReleaseProcessGroup(Callback):
+    """In workers started by ``ddp_spawn`` (nothing runs in them after fit), release the process group at teardown."""
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            release_process_group()
 
 
 def check_optimization(optimizer: dict[str, Any] | None, lr_scheduler: dict[str, Any] | None) -> None:
