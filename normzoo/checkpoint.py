@@ -81,8 +81,10 @@ class NormZooCheckpoint(ModelCheckpoint):
     With ``save_last``, ``last.ckpt`` is written at every validation (or training-epoch end,
     where Lightning saves then) whether or not a top-k checkpoint was saved, and at the end of
     fit, and when SIGTERM or Ctrl-C interrupts the fit (``interrupted_by`` then names the
-    signal). ``steps`` maps each checkpoint path written to the global step it holds, kept in
-    the callback's state, so a summary can say which step a file is.
+    signal). The loggers are flushed before every checkpoint, so a run killed at any moment
+    (``kill -9``) has every logged value up to its newest checkpoint on disk. ``steps`` maps
+    each checkpoint path written to the global step it holds, kept in the callback's state,
+    so a summary can say which step a file is.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -135,6 +137,8 @@ class NormZooCheckpoint(ModelCheckpoint):
 
     @override
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        for logger in trainer.loggers:  # the curves up to this step are on disk before a checkpoint claims it
+            logger.save()
         super()._save_checkpoint(trainer, filepath)
         self.steps[filepath] = trainer.global_step
 

@@ -64,7 +64,7 @@ from normzoo.files import writable_folder
 from normzoo.models import NormClassifier
 from normzoo.models.classifier import DEFAULT_OPTIMIZER
 from normzoo.norms import NormZooSyncBatchNorm, bn_batch_size
-from normzoo.resume import LAST, ExactResume, last_checkpoint
+from normzoo.resume import LAST, ExactResume, after_newest_event_file, last_checkpoint
 from normzoo.speed import SpeedUp, resolve_precision
 
 SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
@@ -118,6 +118,7 @@ class NormZooCLI(LightningCLI):
                                   version=version if self.subcommand == "fit" else None)
             if version is not None and self.subcommand == "fit":  # resuming in place: hide the steps it redoes
                 init_args.purge_step = read_checkpoint(config.ckpt_path)["global_step"] + 1
+                after_newest_event_file(Path(config.ckpt_path).parent.parent)
             config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
                                               init_args=init_args)
 

@@ -9,6 +9,7 @@ join: the resumed process logs from the checkpoint's step on.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ def last_checkpoint(runs_dir: str | Path, run_name: str) -> tuple[Path, int]:
         )
     version, path = versions[-1]
     return path / "checkpoints" / "last.ckpt", version
+
+
+def after_newest_event_file(folder: Path) -> None:
+    """Wait, if need be (under a second), until a new event file in ``folder`` would sort after the existing ones.
+
+    TensorBoard reads a run's event files in name order, and the names begin with the second
+    they were created in, then the host and process id. A resume started within the same second
+    as the interrupted process, with a lower process id, would be read first, and its purge of
+    the redone steps would apply to the wrong file.
+    """
+    seconds = [int(part[3]) for part in (p.name.split(".") for p in folder.glob("events.out.tfevents.*"))
+               if len(part) > 3 and part[3].isdigit()]
+    delay = max(seconds, default=0) + 1 - time.time()
+    if delay > 0:
+        time.sleep(delay)
 
 
 class ExactResume(Callback):

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -69,3 +70,13 @@ def test_a_killed_and_resumed_fit_equals_the_uninterrupted_one(loader, length, k
         assert split_curves[tag] == whole_curves[tag], tag  # same steps, no repeats, same values
     for key, value in whole_weights.items():
         assert torch.equal(split_weights[key], value), key
+
+
+def test_a_resumed_event_file_sorts_after_the_interrupted_ones(tmp_path):
+    """TensorBoard reads a run's event files by name (creation second first): a resume waits for a later second."""
+    from normzoo.resume import after_newest_event_file
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.host.99999.0").write_bytes(b"")
+    after_newest_event_file(tmp_path)
+    assert int(time.time()) > now

@@ -101,7 +101,7 @@ def test_training_on_device_data_equals_the_cpu_dataloader(trainer_kwargs):
         L.Trainer(**trainer_kwargs(max_steps=70, limit_val_batches=0, callbacks=[recorder])).fit(model, data)
         trained[device_data] = (copy.deepcopy(model.state_dict()), recorder.loader_types)
     assert trained[None][1] == ["DeviceImageLoader", "DeviceImageLoader"]  # 70 steps: into a second epoch
-    assert trained[False][1] == ["DataLoader", "DataLoader"]
+    assert trained[False][1] == ["ResumableDataLoader", "ResumableDataLoader"]  # a DataLoader that resumes mid-epoch
     for name, value in trained[False][0].items():
         torch.testing.assert_close(trained[None][0][name], value, msg=name)
 
@@ -115,17 +115,17 @@ def loader_types(data: ImageDataModule) -> list[str]:
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({}, "DeviceImageLoader"),  # the default for in-memory data on the CPU
-        ({"device_data": True, "num_workers": 1}, "DeviceImageLoader"),
-        ({"num_workers": 1}, "DataLoader"),  # workers asked for: the per-sample path
-        ({"device_data": False}, "DataLoader"),
+        ({}, ["DeviceImageLoader"] * 4),  # the default for in-memory data on the CPU
+        ({"device_data": True, "num_workers": 1}, ["DeviceImageLoader"] * 4),
+        ({"num_workers": 1}, ["ResumableDataLoader"] + ["DataLoader"] * 3),  # workers asked for: per-sample path
+        ({"device_data": False}, ["ResumableDataLoader"] + ["DataLoader"] * 3),
     ],
 )
 def test_cpu_default_is_the_tensor_loader_unless_workers_or_false(trainer_kwargs, settings, expected):
     data = ImageDataModule("mnist5k", **settings)
     data.trainer = L.Trainer(**trainer_kwargs())
     data.setup("fit")
-    assert loader_types(data) == [expected] * 4
+    assert loader_types(data) == expected
 
 
 @pytest.fixture(scope="module")
