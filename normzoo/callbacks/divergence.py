@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from normzoo.batches import NonFiniteInputs
+from normzoo.callbacks.evaluate import step_loss
 from normzoo.errors import ConfigError
 
 DIVERGED_TAG = "run/diverged"
@@ -83,8 +84,8 @@ class StopOnDivergence(Callback):
         self.diverged_at = state_dict.get("diverged_at")
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, Tensor):
+        loss = step_loss(outputs)
+        if loss is not None:
             bad = ~torch.isfinite(loss.detach()).all()
             self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         every = self.check_every_n_steps or trainer.log_every_n_steps or 1

@@ -63,7 +63,7 @@ class _Attributes:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.values = dict(module.__dict__)
-        self.contents = {key: _copy_container(value) for key, value in self.values.items()
+        self.contents = {key: value.copy() for key, value in self.values.items()
                          if isinstance(value, (list, dict, set))}
 
     def restore(self) -> None:
@@ -74,11 +74,10 @@ class _Attributes:
         for key, content in self.contents.items():
             container = self.values[key]
             container.clear()
-            container.update(content) if isinstance(container, (dict, set)) else container.extend(content)
-
-
-def _copy_container(value: list | dict | set) -> list | dict | set:
-    return value.copy()
+            if isinstance(container, list):
+                container.extend(content)
+            else:
+                container.update(content)
 
 
 _measurements_running = 0
