@@ -26,12 +26,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from normzoo.errors import ConfigError, NormZooError
+from normzoo.errors import CheckpointWriteError, ConfigError
 from normzoo.tb_logging import flatten, plain
-
-
-class CheckpointWriteError(NormZooError, OSError):
-    """A checkpoint could not be written; the file it would have replaced is untouched."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,10 +1,29 @@
-"""Errors caused by a user's input, which the CLI reports as one message without a traceback.
+"""Every error normzoo raises on purpose, each with a message that tells the user what to fix.
 
-Each is also a ``ValueError`` (or ``RuntimeError``) so plain-Python callers can catch the
-usual types. Set ``NORMZOO_TRACEBACK=1`` to see the full traceback from the CLI.
+The CLI reports a ``NormZooError`` as one line and exit status 2, without a traceback
+(``NORMZOO_TRACEBACK=1`` shows it). Each class also derives from the builtin type a
+plain-Python caller would catch (``ValueError``, ``RuntimeError``, ``OSError``).
+
+- ``ConfigError``: a setting that cannot work (an unknown name, an impossible shape or size),
+  found before or while the run is built;
+- ``DataError``: the data a run reads cannot be used (a batch it cannot read, NaN/inf values,
+  a layer left with one value per statistic), found while it runs;
+- ``CheckpointWriteError``, ``DatasetUnavailableError``: a file that cannot be written or read.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "BatchStatisticsError",
+    "CheckpointWriteError",
+    "ConfigError",
+    "DataError",
+    "DatasetUnavailableError",
+    "DiagnosticError",
+    "NormZooError",
+    "UnknownNormError",
+    "find_user_error",
+]
 
 
 class NormZooError(Exception):
@@ -13,6 +32,30 @@ class NormZooError(Exception):
 
 class ConfigError(NormZooError, ValueError):
     """An argument value that cannot work: an unknown name, an impossible shape or size."""
+
+
+class UnknownNormError(ConfigError):
+    """An unregistered norm name; the message lists the registered ones."""
+
+
+class DiagnosticError(ConfigError):
+    """A diagnostics callback cannot measure this model as configured; the message names the option to change."""
+
+
+class DataError(NormZooError, ValueError):
+    """The data a run reads cannot be used: an unreadable batch, NaN/inf values, too few values per statistic."""
+
+
+class BatchStatisticsError(DataError):
+    """A norm layer got a single value to compute each of its statistics from."""
+
+
+class DatasetUnavailableError(NormZooError, RuntimeError):
+    """A dataset is neither on disk nor downloadable; the message says how to provide it."""
+
+
+class CheckpointWriteError(NormZooError, OSError):
+    """A checkpoint could not be written; the file it would have replaced is untouched."""
 
 
 def find_user_error(error: BaseException | None) -> NormZooError | None:
@@ -24,7 +67,3 @@ def find_user_error(error: BaseException | None) -> NormZooError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
-
-
-class DiagnosticError(ConfigError):
-    """A diagnostics callback cannot measure this model as configured; the message names the option to change."""

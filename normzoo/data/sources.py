@@ -17,11 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from normzoo.errors import ConfigError, NormZooError
-
-
-class DatasetUnavailableError(NormZooError, RuntimeError):
-    """A dataset is neither on disk nor downloadable; the message says how to provide it."""
+from normzoo.errors import ConfigError, DatasetUnavailableError
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.utils.hooks import RemovableHandle
 
-from normzoo.errors import NormZooError
+from normzoo.errors import BatchStatisticsError
 from normzoo.norms.batch_stats import BatchStatNorm
 
 BATCH_STATISTICS = (_BatchNorm, BatchStatNorm)
 """Layers that normalize with statistics over the batch."""
-
-
-class BatchStatisticsError(NormZooError, ValueError):
-    """A norm layer got a single value to compute each of its statistics from."""
 
 
 class _SingleValueGuard:

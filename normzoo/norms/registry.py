@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from normzoo.errors import ConfigError
+from normzoo.errors import ConfigError, UnknownNormError
 
 NormFactory = Callable[..., nn.Module]
 """``factory(num_features, dims, **options) -> nn.Module``: what the registry stores."""
@@ -37,10 +37,6 @@ NormSpec = str | type[nn.Module] | Callable[..., nn.Module]
 """A registry name, a module class, or any callable taking ``num_features`` first."""
 
 _REGISTRY: dict[str, NormFactory] = {}
-
-
-class UnknownNormError(ConfigError):
-    """An unregistered norm name; the message lists the registered ones."""
 
 
 def register_norm(
