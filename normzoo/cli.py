@@ -1,7 +1,7 @@
 """``NormZooCLI``: LightningCLI with normzoo's defaults, and the ``normzoo`` console script.
 
     normzoo fit --config configs/quickstart.yaml
-    normzoo fit --config configs/cifar10/resnet_gn.yaml --trainer.max_epochs 5
+    normzoo fit --config configs/cifar10/resnet.yaml --model.norm gn --trainer.max_epochs 5
     normzoo test --config configs/quickstart.yaml --ckpt_path runs/quickstart/version_0/checkpoints/last.ckpt
     normzoo fit --print_config
 
@@ -18,6 +18,8 @@ What it adds to LightningCLI:
   ``run/diverged`` in its logs (``--divergence.check_every_n_steps``);
 - ``normzoo report RUN_DIR...`` compares finished runs in figures and a Markdown table
   (``normzoo.report``);
+- ``normzoo study NAME`` runs a study of the catalog, its fits side by side and then its
+  report (``normzoo study --list``; ``normzoo.studies``);
 - TensorBoard is the default logger, with runs under ``<runs_dir>/<run_name>/version_N``
   (``run_name`` defaults to the config file's name), the config saved beside each run,
   and the hparams tab filled with the real metrics;
@@ -62,10 +64,11 @@ from normzoo.data.base import MIN_TRAIN_BATCH
 from normzoo.errors import ConfigError, find_user_error
 from normzoo.files import writable_folder
 from normzoo.models import NormClassifier
-from normzoo.models.classifier import DEFAULT_OPTIMIZER
-from normzoo.norms import NormZooSyncBatchNorm, bn_batch_size
+from normzoo.models.optim import DEFAULT_OPTIMIZER
+from normzoo.norms import bn_batch_size
 from normzoo.resume import LAST, ExactResume, after_newest_event_file, last_checkpoint
 from normzoo.speed import SpeedUp, resolve_precision
+from normzoo.sync_plugin import NormZooSyncBatchNorm
 
 SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
 MAX_PROGRESS_REFRESH_STEPS = 10
@@ -321,9 +324,10 @@ def _run_name(config: Namespace) -> str:
 def main(args: Any = None) -> None:
     """Entry point of the ``normzoo`` console script and of ``python -m normzoo``.
 
-    ``normzoo report RUN_DIR...`` goes to ``normzoo.report``; every other subcommand to
-    ``NormZooCLI``. A mistake in the user's input (see ``normzoo.errors``) is printed as
-    one message and exits with status 2; other errors keep their traceback.
+    ``normzoo report RUN_DIR...`` goes to ``normzoo.report``, ``normzoo study ...`` to
+    ``normzoo.studies.command``; every other subcommand to ``NormZooCLI``. A mistake in the
+    user's input (see ``normzoo.errors``) is printed as one message and exits with status 2;
+    other errors keep their traceback.
     """
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
     try:
@@ -331,6 +335,13 @@ def main(args: Any = None) -> None:
             from normzoo.report import main as report_main
 
             report_main(argv[1:])
+            return
+        if argv and argv[0] == "study":
+            from normzoo.studies.command import main as study_main
+
+            status = study_main(argv[1:])
+            if status:
+                raise SystemExit(status)
             return
         NormZooCLI(args=args)
     except Exception as error:

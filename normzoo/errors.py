@@ -6,8 +6,8 @@ plain-Python caller would catch (``ValueError``, ``RuntimeError``, ``OSError``).
 
 - ``ConfigError``: a setting that cannot work (an unknown name, an impossible shape or size),
   found before or while the run is built;
-- ``DataError``: the data a run reads cannot be used (a batch it cannot read, NaN/inf values,
-  a layer left with one value per statistic), found while it runs;
+- ``DataError``: the data a run reads cannot be used (NaN/inf values, images of the wrong
+  type, a layer left with one value per statistic), found while it runs;
 - ``CheckpointWriteError``, ``DatasetUnavailableError``: a file that cannot be written or read.
 """
 
@@ -43,7 +43,7 @@ class DiagnosticError(ConfigError):
 
 
 class DataError(NormZooError, ValueError):
-    """The data a run reads cannot be used: an unreadable batch, NaN/inf values, too few values per statistic."""
+    """The data a run reads cannot be used: NaN/inf values, images of the wrong type, one value per statistic."""
 
 
 class BatchStatisticsError(DataError):

@@ -28,14 +28,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from normzoo.errors import ConfigError
+from normzoo.norms.introspect import slow_in_channels_last
 
 __all__ = ["COMPILE_MODES", "SpeedUp", "compile_unavailable", "resolve_precision", "trains_on_cuda"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile`` modes; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs."""
-
-SLOW_CHANNELS_LAST_NORMS = (nn.GroupNorm, nn.InstanceNorm2d)
-"""Norms whose eager kernels lose speed in channels-last (GN on one H100: 20.3k -> 19.1k img/s)."""
 
 BF16_PRECISIONS = ("bf16-mixed", "bf16-true", "bf16")
 
@@ -138,7 +136,7 @@ class SpeedUp(Callback):
         has_conv = any(isinstance(layer, nn.Conv2d) for layer in module.modules())
         if self.channels_last is None:
             compiled = bool(self.compile) or self.cuda_graph
-            slow_norm = any(isinstance(layer, SLOW_CHANNELS_LAST_NORMS) for layer in module.modules())
+            slow_norm = any(slow_in_channels_last(layer) for layer in module.modules())
             return device.type == "cuda" and has_conv and (compiled or not slow_norm)
         if self.channels_last and not has_conv:
             rank_zero_warn("SpeedUp(channels_last=True): the model has no Conv2d layers, so the NHWC layout "

@@ -20,7 +20,7 @@ paths: ``eager``; ``channels_last`` (NHWC weights and inputs); ``compile`` (``to
 ``cuda_graph`` (``torch.compile(mode="reduce-overhead")``); normzoo's path gets them from
 ``normzoo.speed.SpeedUp``.
 
-``--augment`` crops and flips every batch on the device (``crop_flip_batch``); comparing a
+``--augment`` crops and flips every batch on the device (``random_crop_flip``); comparing a
 run with it and one without gives the cost of real-data augmentation against pre-staged
 tensors. ``--quickstart`` times the README's run instead: ``configs/quickstart.yaml`` through the CLI
 (logger, checkpoints, progress bar, validation every epoch) against a plain loop that trains
@@ -42,8 +42,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from torch.utils.flop_counter import FlopCounterMode
 
-from normzoo.data.base import ImageTensorDataset
 from normzoo.data.device_loader import DeviceImageLoader
+from normzoo.data.image_tensors import ImageTensorDataset
 from normzoo.models import CNNClassifier, MLPClassifier, NormClassifier
 from normzoo.speed import SpeedUp
 

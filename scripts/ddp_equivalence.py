@@ -1,4 +1,4 @@
-"""Check that 2 DDP ranks with batch B train like 1 process with batch 2B (issue 5's equivalence).
+"""Check that 2 DDP ranks with batch B train like 1 process with batch 2B.
 
     python scripts/ddp_equivalence.py --norm gn                                   # CPU, gloo
     python scripts/ddp_equivalence.py --norm bn --sync --accelerator gpu          # synced BN on one GPU

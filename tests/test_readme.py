@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from normzoo.norms import registry
+from normzoo.norms import cancels_bias, is_norm, norm_layers, registry, uses_batch_statistics
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -35,4 +35,48 @@ def test_readme_python_examples_run(monkeypatch, tmp_path):
     model = MLP(input_shape=(12,), num_classes=3, depth=2, width=16, norm="mean_only_bn")  # the README's norm
     assert model(torch.randn(4, 12)).shape == (4, 3)
     centred = namespace["MeanOnlyBatchNorm"](6)(torch.randn(5, 6, 3, 3) + 4)
+    norms = [module for _, module in norm_layers(model)]  # the protocol's attributes reach the norm tools
+    assert len(norms) == 2 and all(type(m).__name__ == "MeanOnlyBatchNorm" for m in norms)
+    assert all(is_norm(m) and cancels_bias(m) and uses_batch_statistics(m) for m in norms)
     torch.testing.assert_close(centred.mean(dim=(0, 2, 3)), torch.zeros(6), atol=1e-5, rtol=0)
+
+
+def test_readme_quotes_the_unknown_norm_message_as_the_cli_prints_it():
+    from normzoo.errors import UnknownNormError
+    from normzoo.norms import create_norm_layer
+
+    quoted = re.search(r"`normzoo: error: (Unknown norm 'batchnorm'.*?)`", README.read_text()).group(1)
+    try:
+        create_norm_layer("batchnorm", 4, dims=1)
+    except UnknownNormError as error:
+        message = str(error)
+    pieces = [piece.strip() for piece in quoted.split("...")]
+    assert message.startswith(pieces[0]) and message.endswith(pieces[-1]), (quoted, message)
+
+
+def layout_entries() -> dict[str, set[str]]:
+    """The README's layout block: each folder it names, with the file names listed beside it."""
+    block = re.search(r"## Layout\n\n```\n(.*?)```", README.read_text(), flags=re.DOTALL).group(1)
+    entries: dict[str, set[str]] = {}
+    folder = ""
+    for line in block.splitlines():
+        if not line.startswith(" "):
+            head = line.split()[0]
+            folder = head if head.endswith("/") else str(Path(head).parent) + "/"
+            entries.setdefault(folder, set())
+        entries[folder] |= set(re.findall(r"\b[\w]+\.(?:py|yaml|sh|md)\b", line))
+    return entries
+
+
+def test_readme_layout_names_files_that_exist_and_every_module_of_the_packages():
+    root = README.parent
+    entries = layout_entries()
+    missing = [f"{folder}{name}" for folder, names in entries.items() for name in names
+               if not list((root / folder).rglob(name))]
+    assert missing == []
+    for package in ("normzoo/norms/", "normzoo/models/", "normzoo/data/", "normzoo/studies/", "normzoo/report/"):
+        modules = {path.name for path in (root / package).glob("*.py")} - {"__init__.py"}
+        assert modules <= entries[package], (package, sorted(modules - entries[package]))
+    top_level = {path.name for path in (root / "normzoo").glob("*.py")} - {"__init__.py", "__main__.py"}
+    named_top_level = set().union(*(names for folder, names in entries.items() if folder == "normzoo/"))
+    assert top_level <= named_top_level, sorted(top_level - named_top_level)

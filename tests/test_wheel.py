@@ -1,4 +1,4 @@
-"""The built wheel installs into a fresh virtual environment and works from outside the repository."""
+"""The built wheel installs into a fresh virtual environment and works, studies included, outside the repository."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from normzoo.studies import STUDIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +39,9 @@ def test_wheel_installs_and_runs_the_readme_example_outside_the_repository(tmp_p
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
          str(source)], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("normzoo-*.whl")
-    assert {"normzoo/py.typed", "normzoo/cli.py", "normzoo/callbacks/gradient_ics.py"} <= set(
-        zipfile.ZipFile(wheel).namelist())
+    assert {"normzoo/py.typed", "normzoo/cli.py", "normzoo/callbacks/gradient_ics.py",
+            "normzoo/configs/quickstart.yaml", "normzoo/configs/cifar10/vgg.yaml",
+            "normzoo/studies/catalog/santurkar.quick.yaml"} <= set(zipfile.ZipFile(wheel).namelist())
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
@@ -55,3 +58,10 @@ def test_wheel_installs_and_runs_the_readme_example_outside_the_repository(tmp_p
     assert Path(location).is_relative_to(site_packages)  # the installed wheel, not the checkout
     assert shape == "(8, 10)"
     assert "fit" in run([str(venv / "bin" / "normzoo"), "--help"], cwd=elsewhere)
+
+    studies = run([str(venv / "bin" / "normzoo"), "study", "--list"], cwd=elsewhere).splitlines()
+    assert [line.split()[0] for line in studies] == list(STUDIES)
+    plan = run([str(venv / "bin" / "normzoo"), "study", "tutorial", "--tiny", "--dry-run", "--runs-dir", "runs"],
+               cwd=elsewhere)  # the estimate builds every run from the installed configs
+    assert "Estimated time" in plan and f"--config {site_packages}/normzoo/studies/catalog/tutorial.yaml" in plan
+    assert not (elsewhere / "runs").exists()

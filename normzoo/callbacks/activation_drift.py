@@ -49,7 +49,8 @@ class ActivationDrift(ProbeDiagnostic):
         every_n_steps: optimizer steps between measurements (step 0 is measured too).
         percentiles: which percentiles (0..100) to log.
         layers: sites or module paths to watch (a module that is not an activation has its
-            input watched); default every activation, one per stage above 12.
+            input watched), or ``"last"``: the last activation the forward computes; default
+            every activation, one per stage above 12.
         probe_size: samples in the probe batch (per rank).
         mode: "train" or "eval" for the probe forward.
         max_elements: values per layer kept for statistics (a fixed strided subset beyond it).

@@ -28,7 +28,14 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from normzoo.callbacks.capture import ACTIVATION_MODULES, Captured, capture, select_per_stage, site_root
+from normzoo.callbacks.capture import (
+    ACTIVATION_MODULES,
+    Captured,
+    capture,
+    resolve_layers,
+    select_per_stage,
+    site_root,
+)
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn, ModelEvaluation
 from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
 from normzoo.callbacks.objective import MicroBatch, StepObjective
@@ -172,8 +179,8 @@ class ProbeDiagnostic(Diagnostic):
 
     Args:
         every_n_steps: optimizer steps between measurements.
-        layers: names to watch: module paths, or activation sites (see ``capture``); default
-            ``default_sites`` of the model.
+        layers: names to watch: module paths, activation sites, or ``"last"``, the last activation
+            site (see ``capture``); default ``default_sites`` of the model.
         probe_size: samples in the probe batch (per rank).
         mode: "train" (the modes training uses: batch statistics, noise on) or "eval".
         forward: ``(pl_module, batch) -> outputs`` (or its dotted path) to run instead of
@@ -309,8 +316,9 @@ class ProbeDiagnostic(Diagnostic):
         with capture(pl_module, [], self.hooked, self.captures_activations()) as found:
             self.probe_forward(trainer, pl_module)
         if self.layer_names:
-            sites = [site for site in found.kinds if site in self.layer_names or site_root(site) in self.layer_names]
-            missing = [name for name in self.layer_names if not any(site_root(s) == name or s == name for s in sites)]
+            names = resolve_layers(self.layer_names, found.kinds)
+            sites = [site for site in found.kinds if site in names or site_root(site) in names]
+            missing = [name for name in names if not any(site_root(s) == name or s == name for s in sites)]
             if missing:
                 raise DiagnosticError(
                     f"{type(self).__name__}: {', '.join(map(repr, missing))} named in layers= computed nothing in "

@@ -151,6 +151,20 @@ def capture(
         yield captured
 
 
+LAST_SITE = "last"
+"""In ``layers=``, the last activation site the forward computes (an MLP's last hidden nonlinearity, the last
+conv layer's in a VGG): a rule, so that "the last layer" is not an index into a model's table."""
+
+
+def resolve_layers(names: Sequence[str], kinds: dict[str, str | None]) -> list[str]:
+    """``names`` with ``LAST_SITE`` replaced by the last activation site in ``kinds`` (site -> kind, in call order).
+
+    ``LAST_SITE`` stays as it is when the forward computes no activation, so that it is reported as missing.
+    """
+    activations = [site for site, kind in kinds.items() if kind is not None]
+    return [activations[-1] if name == LAST_SITE and activations else name for name in names]
+
+
 DEFAULT_MAX_SITES = 12
 """Above this many candidates, the default selection keeps one per stage (see ``select_per_stage``)."""
 

@@ -46,7 +46,8 @@ class DeadUnits(ProbeDiagnostic):
     Args:
         every_n_steps: optimizer steps between measurements.
         threshold: saturation cut on the tanh scale, in (0, 1).
-        layers: sites or module paths to watch; default every activation, one per stage above 12.
+        layers: sites or module paths to watch, or ``"last"``: the last activation the forward
+            computes; default every activation, one per stage above 12.
         probe_size: samples in the probe batch (per rank).
         mode: "train" or "eval" for the probe forward.
         log_image: draw the saturation map into TensorBoard at the end of training.

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from normzoo.batches import NonFiniteInputs
 from normzoo.callbacks.evaluate import step_loss
-from normzoo.errors import ConfigError
+from normzoo.errors import ConfigError, DataError
 
 DIVERGED_TAG = "run/diverged"
 COMPLETED_TAG = "run/completed"
@@ -38,15 +38,16 @@ class StopOnDivergence(Callback):
         training 0 or 1 for the run as a whole.
         ``run/completed``: 1 at the end of training (a run stopped for divergence
         completes too); absent when a run was interrupted or killed. ``normzoo report`` and
-        the study scripts read both.
+        ``normzoo study`` read both.
 
     Args:
         check_every_n_steps: optimizer steps between checks; None uses the trainer's
             ``log_every_n_steps``.
 
     Raises:
-        ConfigError: ``check_every_n_steps`` < 1; or, during training, a training batch that
-            holds NaN or inf values (its epoch, batch index and step named).
+        ConfigError: ``check_every_n_steps`` < 1.
+        DataError: during training, a training batch that holds NaN or inf values (its epoch,
+            batch index and step named).
 
     Example::
 
@@ -113,7 +114,7 @@ class StopOnDivergence(Callback):
             return
         where = ("on another rank" if bad is None else
                  f"first in batch {bad[1]} of epoch {bad[0]} (step {bad[2]})")
-        raise ConfigError(f"The training inputs hold NaN or inf values, {where}: the data is bad, not the "
+        raise DataError(f"The training inputs hold NaN or inf values, {where}: the data is bad, not the "
                           "learning rate. Check the dataset and its transforms.")
 
     def _log(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:

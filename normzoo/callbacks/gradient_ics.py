@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -16,6 +15,7 @@ from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.evaluate import LossFn
 from normzoo.callbacks.probe import assign, preserved_state, snapshot
 from normzoo.errors import ConfigError
+from normzoo.norms.forward_order import forward_order
 
 
 def layer_weights(module: nn.Module) -> list[Tensor]:
@@ -23,30 +23,10 @@ def layer_weights(module: nn.Module) -> list[Tensor]:
     return [p for p in module.parameters(recurse=False) if p.requires_grad and p.dim() >= 2]
 
 
-@contextmanager
-def execution_order(model: nn.Module) -> Iterator[list[str]]:
-    """Names of the parameter-owning modules in the order a forward inside the block first calls them.
-
-    Registration order is not forward order (normzoo's DenseBlock registers its norm before
-    its linear layer; ResNet shortcuts run after the main path), so "the layers before
-    layer i" is read from an actual forward pass.
-    """
-    order: list[str] = []
-
-    def recorder(name: str) -> Any:
-        def record(module: nn.Module, inputs: Any) -> None:
-            if name not in order:
-                order.append(name)
-
-        return record
-
-    handles = [module.register_forward_pre_hook(recorder(name)) for name, module in model.named_modules()
-               if any(p.requires_grad for p in module.parameters(recurse=False))]
-    try:
-        yield order
-    finally:
-        for handle in handles:
-            handle.remove()
+def parameter_owners(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules of ``model`` that own trainable parameters directly, by name: the layers whose order counts."""
+    return {name: module for name, module in model.named_modules()
+            if any(p.requires_grad for p in module.parameters(recurse=False))}
 
 
 class GradientICS(LossDiagnostic):
@@ -147,7 +127,7 @@ class GradientICS(LossDiagnostic):
         with preserved_state(pl_module):
             try:
                 assign(params, before)
-                with execution_order(pl_module) as order:
+                with forward_order(parameter_owners(pl_module)) as order:
                     result = objective([w for layer in weights.values() for w in layer])
                 if result is None:
                     return None

@@ -14,12 +14,12 @@ from typing_extensions import override
 from normzoo.batches import batch_targets
 from normzoo.callbacks.base import ProbeDiagnostic
 from normzoo.callbacks.capture import Captured, select_per_stage, site_root
-from normzoo.callbacks.distribution import channel_moments
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn
 from normzoo.callbacks.layout import Charts, chart_per_group
 from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
+from normzoo.norms.moments import PopulationMoments, channel_mean
 
 
 def primary_output(outputs: Any) -> Tensor | None:
@@ -65,7 +65,9 @@ class RunningStatsConvergence(ProbeDiagnostic):
     - ``var_gap``: mean over channels of ``|running_var - var| / (var + eps)``, relative,
 
     with ``mu`` and ``var`` (unbiased) the population statistics of the layer's input over
-    the probe (all calls of the layer; the union of the shards under DDP).
+    the probe (all calls of the layer; the union of the shards under DDP), from float64 sums
+    shifted by a per-channel mean (``normzoo.norms.moments``), exact even when a channel's
+    mean is large against its spread.
 
     The train/eval gap: the same probe evaluated in eval mode (running statistics) and in
     train mode (batch statistics), eval minus train, for any model:
@@ -152,10 +154,12 @@ class RunningStatsConvergence(ProbeDiagnostic):
             calls = [inputs for site, inputs in captured.items() if site_root(site) == name]
             if not calls:
                 continue
-            moments = torch.stack([channel_moments(inputs) for inputs in calls]).sum(0)
-            count, total, squares = sum_over_ranks(trainer, moments)
-            mean = total / count
-            var = (squares - count * mean**2) / (count - 1)
+            # shifted sums (exact when the mean dwarfs the spread), with a shift shared by the ranks
+            shift = sum_over_ranks(trainer, channel_mean(calls[0])) / trainer.world_size
+            moments = PopulationMoments(shift)
+            for inputs in calls:
+                moments.add(inputs)
+            mean, var = moments.mean_and_var(sum_over_ranks(trainer, moments.sums))
             layer = modules[name]
             running_mean, running_var = layer.running_mean.to(torch.float64), layer.running_var.to(torch.float64)
             stats[f"{name}/mean_gap"] = ((running_mean - mean).abs() / torch.sqrt(var + self.eps)).mean()

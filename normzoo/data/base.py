@@ -18,75 +18,12 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
+from normzoo.data.device_loader import DeviceImageLoader
 from normzoo.data.resumable import ResumableDataLoader, ResumableShuffle
 from normzoo.errors import ConfigError
 
 MIN_TRAIN_BATCH = 2
 """Smallest batch a BatchNorm layer can compute statistics from."""
-
-
-class ImageTensorDataset(Dataset):
-    """Images held in memory as one uint8 tensor ``(N, C, H, W)``, normalized on access.
-
-    Keeping uint8 costs a quarter of the memory of floats and makes each item a cheap
-    slice; augmentation (random crop with zero padding, horizontal flip) runs on tensors.
-
-    Args:
-        images: uint8 tensor ``(N, C, H, W)``.
-        labels: int64 tensor ``(N,)``.
-        mean, std: per-channel normalization constants in [0, 1] pixel units.
-        augment: random crop (padding 4) and horizontal flip, for training sets.
-        pad_to: zero-pad images symmetrically to this height and width (e.g. 28 -> 32).
-    """
-
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        augment: bool = False,
-        pad_to: int | None = None,
-    ) -> None:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ConfigError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}.")
-        if pad_to is not None:
-            images = pad_images(images, pad_to)
-        self.images = images
-        self.labels = labels.long()
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1) * 255
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = self.images[index]
-        if self.augment:
-            image = random_crop_flip(image)
-        return (image.float() - self.mean) / self.std, self.labels[index]
-
-
-def pad_images(images: Tensor, size: int) -> Tensor:
-    """Zero-pad ``(N, C, H, W)`` images symmetrically to ``size x size``."""
-    height, width = images.shape[-2:]
-    if size < max(height, width):
-        raise ConfigError(f"pad_to={size} is smaller than the images ({height}x{width}).")
-    top, left = (size - height) // 2, (size - width) // 2
-    return torch.nn.functional.pad(images, (left, size - width - left, top, size - height - top))
-
-
-def random_crop_flip(image: Tensor, padding: int = 4) -> Tensor:
-    """torchvision's RandomCrop(padding) + RandomHorizontalFlip on one ``(C, H, W)`` tensor."""
-    height, width = image.shape[-2:]
-    padded = torch.nn.functional.pad(image, (padding,) * 4)
-    top = int(torch.randint(0, 2 * padding + 1, ()))
-    left = int(torch.randint(0, 2 * padding + 1, ()))
-    image = padded[:, top : top + height, left : left + width]
-    if torch.rand(()) < 0.5:
-        image = image.flip(-1)
-    return image
 
 
 class NormZooDataModule(L.LightningDataModule):
@@ -124,8 +61,6 @@ class NormZooDataModule(L.LightningDataModule):
         drop_last = self._drop_last(len(self.train_set))
         device = self.data_device()
         if device is not None:
-            from normzoo.data.device_loader import DeviceImageLoader
-
             return DeviceImageLoader(self.train_set, self.batch_size, self._shuffling_sampler(), device, drop_last)
         return self._loader(self.train_set, self.batch_size, sampler=self._shuffling_sampler(), drop_last=drop_last,
                             loader_class=ResumableDataLoader)
@@ -173,8 +108,6 @@ class NormZooDataModule(L.LightningDataModule):
         device = self.data_device()
         if device is None:
             return self._loader(dataset, self.eval_batch_size)  # Lightning shards it under DDP
-        from normzoo.data.device_loader import DeviceImageLoader
-
         return DeviceImageLoader(dataset, self.eval_batch_size, self._eval_sampler(dataset, predicting), device)
 
     def _eval_sampler(self, dataset: Dataset, predicting: bool = False) -> Sampler[int]:

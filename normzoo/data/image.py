@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from normzoo.data.base import ImageTensorDataset, NormZooDataModule
+from normzoo.data.base import NormZooDataModule
+from normzoo.data.image_tensors import ImageTensorDataset
 from normzoo.data.sources import dataset_info, load_mnist5k, load_torchvision
 from normzoo.errors import ConfigError
 

@@ -3,11 +3,12 @@
 ``MLPClassifier`` and ``CNNClassifier`` take plain typed arguments (``norm: str = "bn"``,
 ``arch: str = "resnet20"``) so a YAML config reads naturally and ``hparams.yaml`` and
 checkpoints stay plain data; ``load_from_checkpoint(path)`` rebuilds them without the CLI.
+Their signatures are what LightningCLI offers as ``--model.*``; every argument but the
+training ones (``TRAINING_HPARAMS``) goes to the backbone by name.
 
 The optimizer and LR scheduler arrive as plain ``{"class_path", "init_args"}`` dicts,
-linked by ``NormZooCLI`` from its ``--optimizer`` / ``--lr_scheduler`` groups. Weight decay
-applies to parameters with ``dim() >= 2`` only (nanoGPT's rule), so norm scales and
-biases are never decayed, whatever the norm.
+linked by ``NormZooCLI`` from its ``--optimizer`` / ``--lr_scheduler`` groups (see
+``normzoo.models.optim``).
 """
 
 from __future__ import annotations
@@ -16,29 +17,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import instantiate_class
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from normzoo.batches import NonFiniteInputs
-from normzoo.errors import ConfigError
+from normzoo.errors import DataError
+from normzoo.models.archs import build_cnn
+from normzoo.models.bn_report import BNBatchReport
 from normzoo.models.mlp import MLP, NormPosition
-from normzoo.models.resnet import RESNET_VARIANTS, ResNet
-from normzoo.models.vgg import VGG, VGG_VARIANTS
-from normzoo.norms import bn_batch_size, guard_batch_statistics
+from normzoo.models.optim import configure_optimization
+from normzoo.norms import guard_batch_statistics
 from normzoo.tb_logging import log_hparams_with_metrics, tensorboard_loggers
-
-DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}
-"""Used when no optimizer is given (plain-Python use); the CLI configs always name theirs."""
 
 HPARAM_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc")
 """The metric columns of TensorBoard's hparams tab."""
 
-CNN_ARCHS = tuple(VGG_VARIANTS) + tuple(RESNET_VARIANTS)
+TRAINING_HPARAMS = ("optimizer", "lr_scheduler")
+"""The classifiers' arguments that configure training; every other one is the backbone's."""
 
 
 class NormClassifier(L.LightningModule):
@@ -46,8 +43,8 @@ class NormClassifier(L.LightningModule):
 
     Subclasses build ``self.backbone`` from their typed arguments. Logged metrics:
     ``train/loss``, ``train/acc`` (per step), ``val/loss``, ``val/acc``, ``test/loss``,
-    ``test/acc`` (per epoch), and once, ``bn/batch_size_per_rank`` and
-    ``bn/effective_batch_size`` (the samples behind each BN statistic; a warning below 16).
+    ``test/acc`` (per epoch), and once per fit, ``bn/batch_size_per_rank`` and
+    ``bn/effective_batch_size`` (``BNBatchReport``, which the classifier brings to its trainer).
     BatchNorm layers are guarded against batches of one.
     """
 
@@ -60,7 +57,6 @@ class NormClassifier(L.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self._guarded = False
-        self._bn_batch_reported = False
         self._eval_inputs = NonFiniteInputs()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -79,24 +75,12 @@ class NormClassifier(L.LightningModule):
             guard_batch_statistics(self)
             self._guarded = True
 
-    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        if not self._bn_batch_reported:
-            self._bn_batch_reported = True
-            self._report_bn_batch_size(len(batch[0]))
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [BNBatchReport()]
 
-    def _report_bn_batch_size(self, per_rank: int) -> None:
-        """Log the samples BN normalizes over and warn when they are few (Wu & He 2018)."""
-        size = bn_batch_size(self, per_rank, self.trainer.world_size)
-        if size is None:
-            return
-        rank_zero_info(f"BatchNorm batch: {size.per_rank} samples per rank x {size.world_size} ranks, "
-                       f"{'synchronized' if size.synced else 'not synchronized'}: {size.effective} per statistic.")
-        warning = size.warning()
-        if warning:
-            rank_zero_warn(warning)
-        for logger in self.loggers:
-            logger.log_metrics({"bn/batch_size_per_rank": size.per_rank, "bn/effective_batch_size": size.effective},
-                               step=self.trainer.global_step)
+    def backbone_options(self) -> dict[str, Any]:
+        """The hyperparameters that build the backbone: all public ones but ``TRAINING_HPARAMS``."""
+        return {key: value for key, value in public_hparams(self.hparams).items() if key not in TRAINING_HPARAMS}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -168,22 +152,11 @@ class NormClassifier(L.LightningModule):
         bad = self._eval_inputs.first()
         if self.trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
             where = "on another rank" if bad is None else f"first in batch {bad}"
-            raise ConfigError(f"The {split} inputs hold NaN or inf values, {where}. Check the dataset and its "
+            raise DataError(f"The {split} inputs hold NaN or inf values, {where}. Check the dataset and its "
                               "transforms.")
 
     def configure_optimizers(self) -> Any:
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = instantiate_class(groups, self.hparams.get("optimizer") or DEFAULT_OPTIMIZER)
-        scheduler_config = self.hparams.get("lr_scheduler")
-        if not scheduler_config:
-            return optimizer
-        scheduler = instantiate_class(optimizer, scheduler_config)
-        schedule: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule["monitor"] = "val/loss"
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return configure_optimization(self, self.hparams.get("optimizer"), self.hparams.get("lr_scheduler"))
 
     def on_fit_start(self) -> None:
         params = public_hparams(self.hparams)
@@ -237,9 +210,7 @@ class MLPClassifier(NormClassifier):
     ) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters(logger=False)
-        self.backbone = MLP(
-            input_shape, num_classes, depth, width, activation, norm, norm_kwargs, norm_position, init, init_gain
-        )
+        self.backbone = MLP(**self.backbone_options())
 
 
 class CNNClassifier(NormClassifier):
@@ -276,32 +247,5 @@ class CNNClassifier(NormClassifier):
     ) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters(logger=False)
-        self.backbone = build_cnn(
-            arch, input_shape, num_classes, norm, norm_kwargs, activation, init, init_gain, width_factor
-        )
+        self.backbone = build_cnn(**self.backbone_options())
 
-
-def build_cnn(
-    arch: str,
-    input_shape: Sequence[int] = (3, 32, 32),
-    num_classes: int = 10,
-    norm: str = "bn",
-    norm_kwargs: dict[str, Any] | None = None,
-    activation: str = "relu",
-    init: str | None = None,
-    init_gain: float = 1.0,
-    width_factor: float = 1.0,
-) -> nn.Module:
-    """A VGG or ResNet backbone by architecture name (see ``CNN_ARCHS``)."""
-    if len(input_shape) != 3:
-        raise ConfigError(
-            f"A CNN needs image inputs of shape (C, H, W), got input_shape={tuple(input_shape)}. "
-            "Use MLPClassifier for feature vectors."
-        )
-    common = dict(input_shape=input_shape, num_classes=num_classes, norm=norm, norm_kwargs=norm_kwargs,
-                  activation=activation, init_gain=init_gain, width_factor=width_factor)
-    if arch in VGG_VARIANTS:
-        return VGG(arch, init=init or "xavier", **common)
-    if arch in RESNET_VARIANTS:
-        return ResNet(arch, init=init or "kaiming", **common)
-    raise ConfigError(f"Unknown CNN arch {arch!r}. Choose one of: {', '.join(CNN_ARCHS)}.")

@@ -104,8 +104,3 @@ def scaled_width(channels: int, factor: float) -> int:
         raise ConfigError(f"width_factor must be > 0, got {factor}.")
     return max(1, round(channels * factor))
 
-
-def check_variant(kind: str, variant: str, known: dict) -> None:
-    """Raise ``ValueError`` naming the valid variants if ``variant`` is unknown."""
-    if variant not in known:
-        raise ConfigError(f"Unknown {kind} variant {variant!r}. Choose one of: {', '.join(known)}.")

@@ -10,13 +10,11 @@ the GPU benchmarks in docs/PERFORMANCE.md. Downsampling shortcuts are 1x1 conv +
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from torch import Tensor, nn
 
-from normzoo.models.layers import ConvNorm, check_variant, init_weights, make_activation, scaled_width
-from normzoo.norms import NormConstructor, NormSpec, get_norm_layer
+from normzoo.models.convnet import ConvNet
+from normzoo.models.layers import ConvNorm, make_activation, scaled_width
+from normzoo.norms import NormConstructor
 
 # variant -> (stem channels, channels per stage, blocks per stage)
 RESNET_VARIANTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
@@ -45,45 +43,28 @@ class BasicBlock(nn.Module):
         return self.act2(self.conv2(self.act1(self.conv1(x))) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
-    """A CIFAR-style residual network.
+class ResNet(ConvNet):
+    """A CIFAR-style residual network: ``variant`` is resnet8, resnet20 (the default) or resnet18.
 
-    Args:
-        variant: resnet8, resnet20 or resnet18.
-        input_shape: ``(C, H, W)`` of one sample; any size >= 8x8 works (global pooling).
-        num_classes: outputs of the classifier.
-        norm: a registered norm name or a constructor.
-        norm_kwargs: options of the norm, e.g. ``{"num_groups": 16}`` for ``gn``.
-        activation: nonlinearity (ReLU in the papers).
-        init: weight init scheme; He (``kaiming``) as in the ResNet paper.
-        init_gain: multiplies the scheme's standard deviation.
-        width_factor: multiplies every layer's channel count (0.5 halves them; quick CPU runs).
+    The other arguments are ``ConvNet``'s; ``init`` defaults to He (``kaiming``), as in the
+    ResNet paper.
     """
 
-    def __init__(
-        self,
-        variant: str = "resnet20",
-        input_shape: Sequence[int] = (3, 32, 32),
-        num_classes: int = 10,
-        norm: NormSpec = "bn",
-        norm_kwargs: dict[str, Any] | None = None,
-        activation: str = "relu",
-        init: str = "kaiming",
-        init_gain: float = 1.0,
-        width_factor: float = 1.0,
-    ) -> None:
-        super().__init__()
-        check_variant("ResNet", variant, RESNET_VARIANTS)
-        norm_layer = get_norm_layer(norm, dims=2, **(norm_kwargs or {}))
-        stem_channels, stage_channels, stage_blocks = RESNET_VARIANTS[variant]
-        stem_channels = scaled_width(stem_channels, width_factor)
-        stage_channels = tuple(scaled_width(c, width_factor) for c in stage_channels)
-        self.stem = nn.Sequential(
-            ConvNorm(input_shape[0], stem_channels, norm_layer), make_activation(activation)
-        )
+    family = "ResNet"
+    variants = RESNET_VARIANTS
+    default_variant = "resnet20"
+    default_init = "kaiming"
+
+    def build_body(
+        self, layout: tuple[int, tuple[int, ...], tuple[int, ...]], in_channels: int, norm_layer: NormConstructor,
+        activation: str, width_factor: float,
+    ) -> int:
+        stem_channels, stage_channels, stage_blocks = layout
+        channels = scaled_width(stem_channels, width_factor)
+        self.stem = nn.Sequential(ConvNorm(in_channels, channels, norm_layer), make_activation(activation))
         stages: list[nn.Module] = []
-        channels = stem_channels
         for index, (width, blocks) in enumerate(zip(stage_channels, stage_blocks, strict=True)):
+            width = scaled_width(width, width_factor)
             strides = [1 if index == 0 else 2] + [1] * (blocks - 1)
             stage = []
             for stride in strides:
@@ -91,9 +72,7 @@ class ResNet(nn.Module):
                 channels = width
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(channels, num_classes)
-        init_weights(self, init, init_gain)
+        return channels
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.stages(self.stem(x))).flatten(1))
+    def body(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x))

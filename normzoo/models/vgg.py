@@ -7,13 +7,11 @@ et al. 2018. Pooling uses ``ceil_mode`` so 28x28 inputs (MNIST) work as well as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from torch import Tensor, nn
 
-from normzoo.models.layers import ConvNorm, check_variant, init_weights, make_activation, scaled_width
-from normzoo.norms import NormSpec, get_norm_layer
+from normzoo.models.convnet import ConvNet
+from normzoo.models.layers import ConvNorm, make_activation, scaled_width
+from normzoo.norms import NormConstructor
 
 POOL = "M"
 VGG_VARIANTS: dict[str, list[int | str]] = {
@@ -23,39 +21,25 @@ VGG_VARIANTS: dict[str, list[int | str]] = {
 }
 
 
-class VGG(nn.Module):
-    """VGG-11/13/16 for small images.
+class VGG(ConvNet):
+    """VGG-11/13/16 for small images: ``variant`` is vgg11 (the default), vgg13 or vgg16.
 
-    Args:
-        variant: vgg11, vgg13 or vgg16.
-        input_shape: ``(C, H, W)`` of one sample.
-        num_classes: outputs of the classifier.
-        norm: a registered norm name or a constructor; ``none`` gives the plain VGG.
-        norm_kwargs: options of the norm.
-        activation: nonlinearity after each norm (ReLU in the papers).
-        init: weight init scheme; Santurkar et al. use Glorot (``xavier``).
-        init_gain: multiplies the scheme's standard deviation.
-        width_factor: multiplies every conv's channel count (0.125 gives a quick CPU model).
+    The other arguments are ``ConvNet``'s; ``init`` defaults to Glorot (``xavier``), as in
+    Santurkar et al.
     """
 
-    def __init__(
-        self,
-        variant: str = "vgg11",
-        input_shape: Sequence[int] = (3, 32, 32),
-        num_classes: int = 10,
-        norm: NormSpec = "bn",
-        norm_kwargs: dict[str, Any] | None = None,
-        activation: str = "relu",
-        init: str = "xavier",
-        init_gain: float = 1.0,
-        width_factor: float = 1.0,
-    ) -> None:
-        super().__init__()
-        check_variant("VGG", variant, VGG_VARIANTS)
-        norm_layer = get_norm_layer(norm, dims=2, **(norm_kwargs or {}))
+    family = "VGG"
+    variants = VGG_VARIANTS
+    default_variant = "vgg11"
+    default_init = "xavier"
+
+    def build_body(
+        self, layout: list[int | str], in_channels: int, norm_layer: NormConstructor, activation: str,
+        width_factor: float,
+    ) -> int:
         layers: list[nn.Module] = []
-        channels = input_shape[0]
-        for item in VGG_VARIANTS[variant]:
+        channels = in_channels
+        for item in layout:
             if item == POOL:
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
@@ -63,9 +47,7 @@ class VGG(nn.Module):
                 layers += [ConvNorm(channels, width, norm_layer), make_activation(activation)]
                 channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(channels, num_classes)
-        init_weights(self, init, init_gain)
+        return channels
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.features(x)).flatten(1))
+    def body(self, x: Tensor) -> Tensor:
+        return self.features(x)

@@ -1,64 +1,88 @@
-"""Interchangeable normalization layers: the registry, the layers torch lacks, and helpers.
+"""Interchangeable normalization layers: the registry, the layers torch lacks, and tools for any model.
 
-Public API::
+- the registry: ``register_norm``, ``get_norm_layer``, ``create_norm_layer``, ``available_norms``;
+- layers: ``BatchStatNorm`` (the base of normzoo's batch-statistics norms) and its
+  ``ManualBatchNorm``, ``BatchRenorm``, ``LpBatchNorm``; ``NoisyBatchNorm``, ``RMSNorm``,
+  ``ChannelLayerNorm``, ``FrozenBatchNorm``;
+- tools for any model: ``norm_layers``, ``replace_norm``, ``freeze_norm``/``unfreeze_norm``,
+  ``recalibrate_bn``, ``convert_sync_norms``/``revert_sync_norms``, ``guard_batch_statistics``,
+  ``bn_batch_size``;
+- what kind of layer a module is, and the ``NormLayer`` protocol a user's own norm declares:
+  ``normzoo.norms.introspect``.
+
+Plain torch: importing it imports neither Lightning nor TensorBoard. The Lightning plugin
+that syncs these layers under ``sync_batchnorm`` is ``normzoo.sync_plugin.NormZooSyncBatchNorm``.
+
+Example::
 
     from normzoo.norms import available_norms, create_norm_layer, get_norm_layer, register_norm
 """
 
+from normzoo.errors import BatchStatisticsError, UnknownNormError
 from normzoo.norms import builtin as _builtin  # noqa: F401  (registers the built-in keys)
 from normzoo.norms.batch_size import SMALL_BN_BATCH, BNBatchSize, bn_batch_size
 from normzoo.norms.batch_stats import BatchStatNorm
-from normzoo.norms.convert import freeze_norm, norm_layers, recalibrate_bn, replace_norm, unfreeze_norm
-from normzoo.norms.guards import BatchStatisticsError, guard_batch_statistics
+from normzoo.norms.find import norm_layers
+from normzoo.norms.freeze import freeze_norm, unfreeze_norm
+from normzoo.norms.guards import guard_batch_statistics
+from normzoo.norms.introspect import (
+    NormLayer,
+    cancels_bias,
+    is_norm,
+    keeps_mean_and_variance,
+    slow_in_channels_last,
+    uses_batch_statistics,
+)
 from normzoo.norms.layers import BatchNoise, ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
 from normzoo.norms.lp_norm import LpBatchNorm
-from normzoo.norms.manual_bn import BatchNormFunction, ManualBatchNorm
+from normzoo.norms.manual_bn import ManualBatchNorm
+from normzoo.norms.recalibrate import recalibrate_bn
 from normzoo.norms.registry import (
     NormConstructor,
     NormSpec,
-    UnknownNormError,
     available_norms,
     create_norm_layer,
-    get_norm_factory,
     get_norm_layer,
     register_norm,
 )
 from normzoo.norms.renorm import BatchRenorm
-from normzoo.norms.sync import NormZooSyncBatchNorm, convert_sync_norms, revert_sync_norms
-from normzoo.norms.traits import cancels_bias, keeps_mean_and_variance
+from normzoo.norms.replace import replace_norm
+from normzoo.norms.sync import convert_sync_norms, revert_sync_norms
 
 __all__ = [
-    "BNBatchSize",
     "SMALL_BN_BATCH",
-    "bn_batch_size",
+    "BNBatchSize",
     "BatchNoise",
-    "BatchNormFunction",
     "BatchRenorm",
     "BatchStatNorm",
+    "BatchStatisticsError",
     "ChannelLayerNorm",
     "FrozenBatchNorm",
     "LpBatchNorm",
     "ManualBatchNorm",
-    "NormZooSyncBatchNorm",
+    "NoisyBatchNorm",
+    "NormConstructor",
+    "NormLayer",
+    "NormSpec",
     "RMSNorm",
+    "UnknownNormError",
+    "available_norms",
+    "bn_batch_size",
+    "cancels_bias",
     "convert_sync_norms",
+    "create_norm_layer",
     "freeze_norm",
+    "get_norm_layer",
+    "guard_batch_statistics",
+    "is_norm",
     "keeps_mean_and_variance",
     "norm_layers",
     "recalibrate_bn",
-    "replace_norm",
-    "unfreeze_norm",
-    "revert_sync_norms",
-    "BatchStatisticsError",
-    "NoisyBatchNorm",
-    "NormConstructor",
-    "NormSpec",
-    "UnknownNormError",
-    "available_norms",
-    "cancels_bias",
-    "create_norm_layer",
-    "get_norm_factory",
-    "get_norm_layer",
-    "guard_batch_statistics",
     "register_norm",
+    "replace_norm",
+    "revert_sync_norms",
+    "slow_in_channels_last",
+    "unfreeze_norm",
+    "uses_batch_statistics",
 ]
+

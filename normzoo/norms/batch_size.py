@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from normzoo.norms.guards import BATCH_STATISTICS
+from normzoo.norms.introspect import uses_batch_statistics
 
 SMALL_BN_BATCH = 16
 """Below this many samples per BN statistic, Wu & He measure BN's error rising."""
@@ -52,7 +52,7 @@ def bn_batch_size(model: nn.Module, per_rank: int, world_size: int = 1) -> BNBat
     Layers count as synchronized when they are torch ``SyncBatchNorm``s or normzoo layers with
     a ``process_group`` (see ``normzoo.norms.sync``); all of them must be for the model to be.
     """
-    layers = [m for m in model.modules() if isinstance(m, BATCH_STATISTICS) and m.training]
+    layers = [m for m in model.modules() if uses_batch_statistics(m) and m.training]
     if not layers:
         return None
     synced = world_size > 1 and all(

@@ -4,11 +4,13 @@ They are plain ``nn.Module``s, not ``_BatchNorm`` subclasses, so torch's
 ``convert_sync_batchnorm`` cannot silently replace them with a plain ``SyncBatchNorm``.
 Instead each has a ``process_group`` attribute: when it is set (by
 ``normzoo.norms.sync.convert_sync_norms``, which Lightning's ``sync_batchnorm=True`` uses
-through normzoo's plugin), batch statistics are reduced across those ranks.
+through ``normzoo.sync_plugin``), batch statistics are reduced across those ranks.
 
 Running statistics follow PyTorch's conventions: ``momentum`` is the weight of the new
 batch, ``momentum=None`` is a cumulative average (for re-estimating population statistics),
-and ``running_var`` stores the unbiased batch variance. Statistics are computed and stored
+and ``running_var`` stores the unbiased batch variance. A subclass keeping another spread
+statistic (the l_p norms' ``running_scale``) names its buffer in ``spread_buffer`` and folds
+it with the same ``fold_running_stats``. Statistics are computed and stored
 in float32, also under bf16/fp16 autocast; the output has the input's dtype.
 """
 
@@ -35,8 +37,12 @@ class BatchStatNorm(nn.Module):
         track_running_stats: keep running statistics for eval; without them eval uses batch statistics.
     """
 
-    normzoo_norm = True  # recognised by replace_norm / freeze_norm
-    cancels_bias = True  # subtracts a per-channel mean
+    # the NormLayer protocol (normzoo.norms.introspect): a norm, batch statistics, per-channel mean removed
+    normzoo_norm = True
+    batch_statistics = True
+    cancels_bias = True
+    spread_buffer = "running_var"
+    """Name of the running spread statistic: the unbiased variance here; a subclass may keep another one."""
 
     def __init__(
         self,
@@ -59,17 +65,21 @@ class BatchStatNorm(nn.Module):
         self.process_group: Any = None  # set by convert_sync_norms: reduce statistics across ranks
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_var", torch.ones(num_features))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        else:
-            self.running_mean = self.running_var = self.num_batches_tracked = None
+        for buffer, initial in (("running_mean", 0.0), (self.spread_buffer, 1.0)):
+            value = torch.full((num_features,), initial) if track_running_stats else None
+            self.register_buffer(buffer, value)
+        tracked = torch.tensor(0, dtype=torch.long) if track_running_stats else None
+        self.register_buffer("num_batches_tracked", tracked)
+
+    @property
+    def running_spread(self) -> Tensor:
+        """The running spread statistic: the buffer named by ``spread_buffer``."""
+        return getattr(self, self.spread_buffer)
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
             self.running_mean.zero_()
-            self.running_var.fill_(1)
+            self.running_spread.fill_(1)
             self.num_batches_tracked.zero_()
 
     @property
@@ -131,13 +141,17 @@ class BatchStatNorm(nn.Module):
     @torch.no_grad()
     def update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor | int) -> None:
         """Fold one batch's mean and biased variance (over ``count`` values) into the running stats."""
+        self.fold_running_stats(mean, var * (count / (count - 1)))
+
+    @torch.no_grad()
+    def fold_running_stats(self, mean: Tensor, spread: Tensor) -> None:
+        """Fold one batch's mean and spread statistic into the running ones (while training and tracking)."""
         if not (self.training and self.track_running_stats):
             return
         self.num_batches_tracked.add_(1)
         factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-        unbiased = var * (count / (count - 1))
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        self.running_spread.lerp_(spread.to(self.running_spread.dtype), factor)
 
     def extra_repr(self) -> str:
         return (

@@ -9,15 +9,11 @@ code, without saying which layer or what to do. The guards check the input shape
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.utils.hooks import RemovableHandle
 
 from normzoo.errors import BatchStatisticsError
-from normzoo.norms.batch_stats import BatchStatNorm
-
-BATCH_STATISTICS = (_BatchNorm, BatchStatNorm)
-"""Layers that normalize with statistics over the batch."""
+from normzoo.norms.introspect import uses_batch_statistics
 
 
 class _SingleValueGuard:
@@ -32,7 +28,7 @@ class _SingleValueGuard:
             return
         kind = type(module).__name__
         uses_input_stats = module.training or not getattr(module, "track_running_stats", False)
-        if isinstance(module, BATCH_STATISTICS) and uses_input_stats and x.numel() == x.shape[1]:
+        if uses_batch_statistics(module) and uses_input_stats and x.numel() == x.shape[1]:
             raise BatchStatisticsError(
                 f"BatchNorm layer '{self.name}' ({kind}) got 1 value per channel "
                 f"(input shape {tuple(x.shape)}): batch statistics need at least 2. Fixes: "
@@ -50,9 +46,9 @@ class _SingleValueGuard:
 
 
 def guard_batch_statistics(model: nn.Module) -> list[RemovableHandle]:
-    """Attach the guard to every BatchNorm- and InstanceNorm-family layer; returns the handles."""
+    """Attach the guard to every layer that ``uses_batch_statistics`` and every InstanceNorm; returns the handles."""
     return [
         module.register_forward_pre_hook(_SingleValueGuard(name))
         for name, module in model.named_modules()
-        if isinstance(module, (*BATCH_STATISTICS, _InstanceNorm))
+        if uses_batch_statistics(module) or isinstance(module, _InstanceNorm)
     ]

@@ -89,6 +89,7 @@ class NoisyBatchNorm(nn.Module):
         mean_range, std_range, mean_spread, std_spread: the noise, see ``BatchNoise``.
     """
 
+    normzoo_norm = True  # a norm layer as a whole (see normzoo.norms.introspect.NormLayer)
     cancels_bias = True  # the inner BN removes any per-channel bias of the layer before it
 
     def __init__(

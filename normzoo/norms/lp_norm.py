@@ -32,6 +32,8 @@ class LpBatchNorm(BatchStatNorm):
         p: 1, 2 or ``math.inf``.
     """
 
+    spread_buffer = "running_scale"  # the running l_p scale, not a variance: recalibrate_bn leaves it alone
+
     def __init__(
         self,
         num_features: int,
@@ -45,17 +47,10 @@ class LpBatchNorm(BatchStatNorm):
         if p not in (1, 2, math.inf):
             raise ConfigError(f"LpBatchNorm supports p = 1, 2 or inf, got p={p}.")
         self.p = float(p)
-        del self.running_var
-        self.register_buffer("running_scale", torch.ones(num_features))
-
-    def reset_running_stats(self) -> None:
-        self.running_mean.zero_()
-        self.running_scale.fill_(1)
-        self.num_batches_tracked.zero_()
 
     def normalize_batch(self, x: Tensor) -> Tensor:
         mean, scale = self.batch_mean_and_scale(x)
-        self.update_running_scale(mean.detach(), scale.detach())
+        self.fold_running_stats(mean.detach(), scale.detach())
         return self.affine_transform((x - self.per_channel(mean, x)) / (self.per_channel(scale, x) + self.eps))
 
     def normalize_with_running_stats(self, x: Tensor) -> Tensor:
@@ -80,13 +75,6 @@ class LpBatchNorm(BatchStatNorm):
         if group is not None:
             powered = all_reduce_sum(powered, group)
         return mean, (powered / count).pow(1 / self.p)
-
-    @torch.no_grad()
-    def update_running_scale(self, mean: Tensor, scale: Tensor) -> None:
-        self.num_batches_tracked.add_(1)
-        factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-        self.running_scale.lerp_(scale.to(self.running_scale.dtype), factor)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p={self.p}"

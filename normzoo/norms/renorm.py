@@ -48,6 +48,7 @@ class BatchRenorm(BatchStatNorm):
         if r_max < 1 or d_max < 0:
             raise ConfigError(f"batch_renorm needs r_max >= 1 and d_max >= 0, got r_max={r_max}, d_max={d_max}.")
         self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
+        _keep_normalize_batch_eager()
 
     def current_limits(self) -> tuple[Tensor | float, Tensor | float]:
         """(r_max, d_max) at this step of the warm-up ramp."""
@@ -56,10 +57,6 @@ class BatchRenorm(BatchStatNorm):
         progress = (self.num_batches_tracked.float() / self.warmup_steps).clamp(max=1.0)
         return 1 + (self.r_max - 1) * progress, self.d_max * progress
 
-    # Eager even inside torch.compile: r and d read the running statistics that this call then
-    # updates in place, and AOTAutograd's partitioner may re-read them in the backward after
-    # the update, which silently changes the gradient (pytorch/pytorch PR 197039, open).
-    @torch.compiler.disable
     def normalize_batch(self, x: Tensor) -> Tensor:
         mean, var, count = batch_moments(x, self.reduce_dims(x), self.sync_group)
         sigma_batch = torch.sqrt(var + self.eps)
@@ -73,3 +70,17 @@ class BatchRenorm(BatchStatNorm):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, warmup_steps={self.warmup_steps}"
+
+
+def _keep_normalize_batch_eager() -> None:
+    """Make ``BatchRenorm.normalize_batch`` run eagerly inside ``torch.compile`` (once, at the first layer built).
+
+    r and d read the running statistics that the call then updates in place, and AOTAutograd's
+    partitioner may re-read them in the backward after the update, which silently changes the
+    gradient (pytorch/pytorch PR 197039). ``torch.compiler.disable`` imports ``torch._dynamo``
+    (seconds), so it is applied when a layer is built rather than when ``normzoo.norms`` is imported.
+    """
+    if not getattr(BatchRenorm.normalize_batch, "_normzoo_eager", False):
+        eager = torch.compiler.disable(BatchRenorm.normalize_batch)
+        eager._normzoo_eager = True
+        BatchRenorm.normalize_batch = eager

@@ -4,10 +4,8 @@ torch's ``SyncBatchNorm.convert_sync_batchnorm`` converts ``_BatchNorm`` subclas
 normzoo's noisy BN keeps its noise through it (the noise is a sibling of the converted
 inner BatchNorm), and normzoo's own batch-statistics layers (``bn_manual``,
 ``batch_renorm``, ``l1``, ``l2``) are not ``_BatchNorm``s: they sync by getting a
-``process_group``. ``convert_sync_norms`` does both; ``NormZooSyncBatchNorm`` is the
-Lightning plugin that applies it::
-
-    Trainer(strategy="ddp", sync_batchnorm=True, plugins=[NormZooSyncBatchNorm()])
+``process_group``. ``convert_sync_norms`` does both; ``normzoo.sync_plugin.NormZooSyncBatchNorm``
+is the Lightning plugin that applies it (``sync_batchnorm=True``). Plain torch: no Lightning import.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch.distributed as dist
-from lightning.pytorch.plugins import TorchSyncBatchNorm
 from torch import nn
 
 from normzoo.norms.batch_stats import BatchStatNorm
@@ -40,22 +37,9 @@ def convert_sync_norms(model: nn.Module, process_group: Any = None) -> nn.Module
 
 
 def revert_sync_norms(model: nn.Module) -> nn.Module:
-    """Undo ``convert_sync_norms`` for normzoo's layers (torch's are reverted by Lightning's plugin)."""
+    """Undo ``convert_sync_norms`` for normzoo's layers (Lightning's plugin reverts torch's ``SyncBatchNorm``s)."""
     for module in model.modules():
         if isinstance(module, BatchStatNorm):
             module.process_group = None
     return model
 
-
-class NormZooSyncBatchNorm(TorchSyncBatchNorm):
-    """Lightning's sync-batchnorm plugin, extended to normzoo's own batch-statistics layers."""
-
-    def apply(self, model: Any) -> Any:
-        model = super().apply(model)
-        for module in model.modules():
-            if isinstance(module, BatchStatNorm):
-                module.process_group = dist.group.WORLD
-        return model
-
-    def revert(self, model: Any) -> Any:
-        return revert_sync_norms(super().revert(model))

@@ -9,6 +9,7 @@ folder, or any folder above runs) and writes into ``--out``:
 - ``diagnostics/<callback>_<stat>.png``: every diagnostics callback's statistic, a panel
   per layer, a line per run;
 - with ``--bands PREFIX``: percentile bands of ``PREFIX/p<q>`` per run (Ioffe & Szegedy Fig 1);
+  in ``--bands`` and ``--curves``, ``*`` stands for one part of a tag (a layer's name);
 - with ``--versus X --series S``: ``versus.png``, the final ``--metric`` against
   hyperparameter X, a line per value of S (Wu & He's error vs batch size), and its table;
 - with ``--heatmap ROW COLUMN``: ``heatmap.png``, the final ``--metric`` as a grid
@@ -32,6 +33,7 @@ from pathlib import Path
 from normzoo.errors import ConfigError
 from normzoo.files import writable_folder
 from normzoo.report.figures import (
+    band_prefixes,
     diagnostic_groups,
     file_name,
     plot_bands,
@@ -40,7 +42,7 @@ from normzoo.report.figures import (
     plot_heatmap,
     plot_versus,
 )
-from normzoo.report.runs import Run, Series, load_runs
+from normzoo.report.runs import Run, Series, load_runs, matching_tags
 from normzoo.report.tables import Metric, pivot, pivot_table, runs_table
 
 DEFAULT_CURVES = ("val/acc", "val/loss", "train/loss")
@@ -93,12 +95,12 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOption
 
     if options.bands:
         sections += ["## Percentile bands"]
-        for prefix in options.bands:
+        for prefix in [prefix for pattern in options.bands for prefix in band_prefixes(runs, pattern)]:
             figure = plot_bands(runs, prefix, out / "bands" / file_name(prefix))
             sections += [_image(figure, out) if figure else f"No run logged percentiles under `{prefix}`."]
 
     sections += ["## Curves"]
-    for tag in options.curves:
+    for tag in [tag for pattern in options.curves for tag in matching_tags(runs, pattern)]:
         figure = plot_curves(runs, tag, out / "curves" / file_name(tag), log_y=tag.endswith("loss"))
         if figure:
             sections += [_image(figure, out)]
@@ -136,13 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="report", help="output folder (default: report)")
     parser.add_argument("--title", default="normzoo report")
     parser.add_argument("--curves", nargs="*", default=list(DEFAULT_CURVES), metavar="TAG",
-                        help="scalar tags drawn over steps (default: %(default)s)")
+                        help="scalar tags drawn over steps; * stands for one part of a tag (default: %(default)s)")
     parser.add_argument("--columns", nargs="*", default=list(DEFAULT_COLUMNS), metavar="KEY",
                         help="hparams.yaml keys shown in the table, dotted for nested ones (default: %(default)s)")
     parser.add_argument("--metric", default="val/acc", help="the final metric of --versus/--heatmap (default: val/acc)")
     parser.add_argument("--error", action="store_true", help="show that metric as an error in %%: 100 * (1 - value)")
     parser.add_argument("--bands", nargs="*", default=[], metavar="PREFIX",
-                        help="tag prefixes with p<q> percentiles, e.g. diagnostics/activation_drift/blocks.2.act")
+                        help="tag prefixes with p<q> percentiles, e.g. diagnostics/activation_drift/blocks.2.act; "
+                             "* stands for one layer: diagnostics/activation_drift/*")
     parser.add_argument("--versus", metavar="X_KEY", help="plot the final metric against this hyperparameter")
     parser.add_argument("--series", metavar="KEY", default="norm", help="one line per value of it (default: norm)")
     parser.add_argument("--heatmap", nargs=2, metavar=("ROW_KEY", "COLUMN_KEY"),

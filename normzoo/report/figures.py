@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from normzoo.report.runs import Run
+from normzoo.report.runs import Run, matching_tags
 from normzoo.report.tables import Pivot, format_hparam
 
 DIAGNOSTIC_TAG = re.compile(r"^diagnostics/(?P<callback>[^/]+)/(?:(?P<layer>.+)/)?(?P<stat>[^/]+)$")
@@ -99,6 +99,17 @@ def plot_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Seque
     figure.subplots_adjust(left=0.07, right=0.98, top=1 - 0.5 / height, bottom=(0.45 + 0.18 * legend_rows) / height,
                            hspace=0.45, wspace=0.3)
     return _save(figure, path)
+
+
+def band_prefixes(runs: Sequence[Run], pattern: str) -> list[str]:
+    """The tag prefixes with ``p<q>`` percentiles that ``pattern`` names (``*``: see ``matching_tags``).
+
+    ``diagnostics/activation_drift/*`` is the layer ``ActivationDrift(layers=["last"])`` resolved to.
+    A pattern that names none is returned as it is, so the report says that nothing was logged under it.
+    """
+    tags = matching_tags(runs, pattern.rstrip("/") + "/*") if "*" in pattern else []
+    found = [tag.rsplit("/", 1)[0] for tag in tags if PERCENTILE_STAT.match(tag.rsplit("/", 1)[1])]
+    return list(dict.fromkeys(found)) or [pattern]
 
 
 def plot_bands(runs: Sequence[Run], prefix: str, path: Path) -> Path | None:

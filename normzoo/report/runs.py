@@ -8,7 +8,8 @@ where the same step was logged twice, the newer file wins), usually with the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -134,6 +135,19 @@ def load_run(run_dir: Path, label: str | None = None) -> Run:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:  # one bad record does not sink the report
         hparams, broken = {}, f"unreadable hparams.yaml ({str(error).splitlines()[0]})"
     return Run(Path(run_dir), label or run_dir.name, hparams, scalars, broken)
+
+
+def matching_tags(runs: Sequence[Run], pattern: str) -> list[str]:
+    """The scalar tags of ``runs`` that ``pattern`` names, in the order first logged.
+
+    ``*`` stands for one part of a tag (no ``/``): ``diagnostics/dead_units/*/saturated_fraction``
+    finds the layer a callback resolved from a rule such as ``layers=["last"]``. A pattern
+    without ``*`` is a tag, returned as it is.
+    """
+    if "*" not in pattern:
+        return [pattern]
+    regex = re.compile(re.escape(pattern).replace(r"\*", "[^/]+"))
+    return list(dict.fromkeys(tag for run in runs for tag in run.scalars if regex.fullmatch(tag)))
 
 
 def read_hparams(run_dir: Path) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """Studies: one command per claim of the normalization literature, then a report.
 
-A study script (``scripts/ioffe_mnist.py``, ``scripts/santurkar.py`` ...) declares a
-``Study`` (its runs as overrides of shared configs, the paper's claim, how to report it)
-and hands it to ``main``, which runs every ``normzoo fit`` side by side on the devices it
-has and finishes with ``normzoo report``. See ``spec`` (what a study is), ``estimate``
-(how long it takes) and ``runner`` (carrying it out).
+``normzoo study --list`` shows the catalog (``normzoo.studies.catalog``); ``normzoo study
+santurkar --quick`` runs one: every ``normzoo fit`` side by side on the devices there are,
+then ``normzoo report``. See ``spec`` (what a study is), ``estimate`` (how long it takes),
+``runner`` (carrying it out) and ``command`` (the ``normzoo study`` command). A ``Study`` of
+one's own runs the same way from a script: ``sys.exit(main(STUDY))``.
 """
 
+from normzoo.studies.catalog import STUDIES, find_study
 from normzoo.studies.runner import main, run_study
-from normzoo.studies.spec import MODES, TINY_ARGS, Study, StudyRun, plan_runs
+from normzoo.studies.spec import MODES, TINY_ARGS, Study, StudyDiagnostic, StudyRun, plan_runs
 
-__all__ = ["MODES", "TINY_ARGS", "Study", "StudyRun", "main", "plan_runs", "run_study"]
+__all__ = ["MODES", "STUDIES", "TINY_ARGS", "Study", "StudyDiagnostic", "StudyRun", "find_study", "main", "plan_runs",
+           "run_study"]

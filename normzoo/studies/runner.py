@@ -1,8 +1,8 @@
 """Carry out a study: plan, estimate, run side by side on every device, then report.
 
-    python scripts/santurkar.py --quick            # MNIST-5k, minutes on a CPU
-    python scripts/santurkar.py                    # the paper's setup, every GPU in parallel
-    python scripts/santurkar.py --quick --dry-run  # print the commands and the estimate only
+    normzoo study santurkar --quick            # MNIST-5k, minutes on a CPU
+    normzoo study santurkar                    # the paper's setup, every GPU in parallel
+    normzoo study santurkar --quick --dry-run  # print the commands and the estimate only
 
 - Runs are independent ``normzoo fit`` processes, one per GPU at a time (``CUDA_VISIBLE_DEVICES``),
   or without GPUs one per CPU core (``--jobs`` changes either).
@@ -319,8 +319,10 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def build_parser(study: Study) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=f"{study.title}. Runs `normzoo fit` per run, then `normzoo report`.",
+def build_parser(study: Study, prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of running ``study`` (``normzoo study <name> --help``)."""
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description=f"{study.title}. Runs `normzoo fit` per run, then `normzoo report`.",
                                      epilog="Arguments after -- go to every `normzoo fit`.")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--quick", action="store_const", const="quick", dest="mode",
@@ -339,14 +341,17 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     return parser
 
 
-def main(study: Study, argv: Sequence[str] | None = None) -> int:
-    """A study script's entry point: parse ``argv`` (``sys.argv[1:]``), run, exit with the status."""
+def main(study: Study, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run ``study`` as ``normzoo study <name>`` does: parse ``argv`` (``sys.argv[1:]``), run, return the exit status.
+
+    A study of one's own (a ``Study`` in a script) runs the same way: ``sys.exit(main(STUDY))``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
         extra = argv[argv.index("--") + 1:]
         argv = argv[: argv.index("--")]
-    args = build_parser(study).parse_args(argv)
+    args = build_parser(study, prog).parse_args(argv)
     try:
         if args.report_only:
             write_study_report(study, study_root(study, args.mode, args.runs_dir))

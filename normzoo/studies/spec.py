@@ -1,11 +1,13 @@
 """What a study is: named runs of ``normzoo fit`` over shared configs, and their plan on disk.
 
-A study script in ``scripts/`` declares a ``Study``; ``normzoo.studies.runner`` carries it
-out. Every run is the study's configs plus its own CLI overrides, in one of three modes:
+The studies of the catalog (``normzoo.studies.catalog``, ``normzoo study --list``) and any
+other ``Study`` are carried out by ``normzoo.studies.runner``. Every run is the study's
+configs, its diagnostics callbacks and its own CLI overrides, in one of three modes:
 
 - ``full``: the paper's setup on the real dataset (a GPU and the dataset on disk);
 - ``quick``: the study's ``quick_configs`` laid over it: MNIST-5k (padded to 32 x 32 for
   CNNs), fewer steps and slimmer models, so the whole study runs in minutes on a CPU;
+  its diagnostics measure at their quick cadence;
 - ``tiny``: quick with ``TINY_ARGS`` after it: a few steps, to test the machinery.
 
 Runs go to ``<runs_dir>/<study>/<mode>/<run>/version_0`` and the report to
@@ -14,11 +16,12 @@ Runs go to ``<runs_dir>/<study>/<mode>/<run>/version_0`` and the report to
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from normzoo.errors import ConfigError
 from normzoo.report.runs import EVENT_GLOB, load_run
@@ -37,6 +40,9 @@ TINY_ARGS = (
 )
 """Overrides of ``tiny`` mode: 3 steps, then two validation batches."""
 
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+"""The installed ``normzoo`` package: its ``configs/`` and ``studies/catalog/`` hold the catalog's config files."""
 
 QUIET_ARGS = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 """Study runs write logs, not terminals: no progress bars."""
@@ -59,6 +65,34 @@ class StudyRun:
 
 
 @dataclass(frozen=True)
+class StudyDiagnostic:
+    """A diagnostics callback of every run of a study, and how often it measures in each mode.
+
+    The runner appends it to the run's callbacks (jsonargparse's ``--trainer.callbacks+=``)
+    and sets its options on that item, so a mode changes its cadence and nothing else.
+
+    Args:
+        callback: a class of ``normzoo.callbacks`` (``"ActivationDrift"``).
+        every_n_steps: its cadence in full mode.
+        quick_every_n_steps: its cadence in quick and tiny modes.
+        options: its other arguments (``{"layers": ["last"]}``).
+    """
+
+    callback: str
+    every_n_steps: int
+    quick_every_n_steps: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def args_for(self, mode: Mode) -> tuple[str, ...]:
+        """The ``normzoo fit`` arguments that add this callback in ``mode``."""
+        every = self.every_n_steps if mode == "full" else self.quick_every_n_steps
+        options = {"every_n_steps": every, **self.options}
+        return (f"--trainer.callbacks+=normzoo.callbacks.{self.callback}",
+                *(f"--trainer.callbacks.{key}={json.dumps(value, separators=(',', ':'))}"
+                  for key, value in options.items()))
+
+
+@dataclass(frozen=True)
 class Study:
     """A study: the claim it tests, its runs, and how ``normzoo report`` shows them.
 
@@ -66,10 +100,12 @@ class Study:
         name: folder name under the runs dir, e.g. ``ioffe_mnist``.
         title: the report's title.
         claim: Markdown put at the top of the report: the paper's setup and numbers.
-        configs: config files of every run (relative to the repository root), in order.
+        configs: config files of every run (relative to ``root``), in order.
         quick_configs: config files laid over ``configs`` in quick and tiny modes.
         runs: the runs.
         report_args: extra ``normzoo report`` arguments (``--versus``, ``--bands`` ...).
+        diagnostics: callbacks of every run, after the configs' own.
+        root: the folder the config paths are relative to.
     """
 
     name: str
@@ -79,6 +115,7 @@ class Study:
     quick_configs: tuple[str, ...]
     runs: tuple[StudyRun, ...]
     report_args: tuple[str, ...] = ()
+    diagnostics: tuple[StudyDiagnostic, ...] = ()
     root: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
@@ -115,11 +152,12 @@ def study_root(study: Study, mode: Mode, runs_dir: str | Path) -> Path:
 
 
 def plan_runs(study: Study, mode: Mode, runs_dir: str | Path, extra_args: Sequence[str] = ()) -> list[PlannedRun]:
-    """Every run's ``normzoo fit`` arguments: configs, the run's overrides, mode and user overrides."""
+    """Every run's ``normzoo fit`` arguments: configs, diagnostics, the run's overrides, mode and user overrides."""
     if mode not in MODES:
         raise ConfigError(f"Unknown study mode {mode!r}. Choose one of: {', '.join(MODES)}.")
     root = study_root(study, mode, runs_dir)
     configs = [arg for path in study.config_files(mode) for arg in ("--config", str(path))]
+    configs += [arg for diagnostic in study.diagnostics for arg in diagnostic.args_for(mode)]
     tail = [*QUIET_ARGS, *(TINY_ARGS if mode == "tiny" else ()), *extra_args]
     return [
         PlannedRun(run, root / run.name,

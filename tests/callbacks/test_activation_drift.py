@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from normzoo.callbacks import ActivationDrift, DeadUnits
 from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
 from normzoo.errors import ConfigError, DiagnosticError
 from normzoo.models import MLPClassifier
+from tests.fixtures import gaussian_loader
 from tests.tb_events import load_events
 
 
 def loader(n: int = 96, batch_size: int = 16) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 8, generator=generator) * 2 + 1
-    y = torch.randint(0, 3, (n,), generator=generator)
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+    return gaussian_loader(n, 8, 3, batch_size=batch_size, scale=2, shift=1)
 
 
 def model(norm: str = "bn") -> MLPClassifier:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from normzoo import callbacks as diagnostics
 from normzoo.models import MLPClassifier
-from normzoo.norms import NormZooSyncBatchNorm
+from normzoo.sync_plugin import NormZooSyncBatchNorm
 from tests.tb_events import load_events
 
 PER_RANK_BATCH = 8

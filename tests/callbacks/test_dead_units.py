@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from normzoo.callbacks import DeadUnits
 from normzoo.callbacks.capture import Captured
 from normzoo.errors import ConfigError
+from tests.fixtures import gaussian_loader
 from tests.tb_events import load_events
 
 
@@ -44,8 +45,7 @@ class ConstructedNet(L.LightningModule):
 
 
 def data() -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(64, 4, generator=generator), torch.randint(0, 2, (64,))), batch_size=16)
+    return gaussian_loader(64, 4, 2)
 
 
 def test_dead_and_saturated_fractions_are_exact(tmp_path, trainer_kwargs):

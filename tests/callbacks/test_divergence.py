@@ -9,15 +9,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from normzoo.callbacks import StopOnDivergence
-from normzoo.errors import ConfigError
+from normzoo.errors import ConfigError, DataError
 from normzoo.models import MLPClassifier
+from tests.fixtures import gaussian_loader
 from tests.tb_events import load_events, scalar_series
 
 
 def loader() -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 8, generator=generator)
-    return DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
+    return gaussian_loader(256, 8, 2, labels=lambda x: (x[:, 0] > 0).long())
 
 
 def model(lr: float) -> MLPClassifier:
@@ -80,7 +79,7 @@ def classifier() -> MLPClassifier:
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_bad_training_data_is_named_as_bad_data_not_a_divergence(value, trainer_kwargs):
     trainer = L.Trainer(**trainer_kwargs(max_steps=8, callbacks=[StopOnDivergence(check_every_n_steps=4)]))
-    with pytest.raises(ConfigError, match=r"training inputs hold NaN or inf values, first in batch 3 of epoch 0 "
+    with pytest.raises(DataError, match=r"training inputs hold NaN or inf values, first in batch 3 of epoch 0 "
                                           r"\(step 4\): the data is bad, not the learning rate"):
         trainer.fit(classifier(), poisoned(3, value))
 
@@ -88,7 +87,7 @@ def test_bad_training_data_is_named_as_bad_data_not_a_divergence(value, trainer_
 @pytest.mark.parametrize("split", ["validation", "test"])
 def test_bad_evaluation_data_is_an_error_naming_the_split_and_batch(split, trainer_kwargs):
     trainer = L.Trainer(**trainer_kwargs(max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0))
-    with pytest.raises(ConfigError, match=rf"The {split} inputs hold NaN or inf values, first in batch 5\."):
+    with pytest.raises(DataError, match=rf"The {split} inputs hold NaN or inf values, first in batch 5\."):
         if split == "validation":
             trainer.fit(classifier(), poisoned(7), poisoned(5))
         else:

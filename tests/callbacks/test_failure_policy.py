@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from normzoo.callbacks import ActivationDrift, LossLandscape
 from normzoo.errors import DiagnosticError
+from tests.fixtures import gaussian_loader
 
 
 class Net(L.LightningModule):
@@ -32,9 +33,7 @@ class Net(L.LightningModule):
 
 
 def data(n: int = 64) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator)
-    return DataLoader(TensorDataset(x, y), batch_size=16)
+    return gaussian_loader(n, 4, 2)
 
 
 class FailsFrom:

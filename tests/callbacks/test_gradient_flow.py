@@ -9,18 +9,17 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from normzoo.callbacks import GradientFlow, LossLandscape, RunningStatsConvergence
 from normzoo.models import MLPClassifier
+from tests.fixtures import gaussian_loader
 
 OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05}}
 
 
 def data() -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 6, generator=generator) * 3 + 1
-    return DataLoader(TensorDataset(x, torch.randint(0, 3, (64,), generator=generator)), batch_size=16)
+    return gaussian_loader(64, 6, 3, scale=3, shift=1)
 
 
 def net(norm: str = "bn") -> MLPClassifier:

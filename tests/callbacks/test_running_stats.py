@@ -71,6 +71,25 @@ def test_gaps_vanish_after_recalibration_on_the_probe(trainer_kwargs):
     assert abs(record["train_eval/loss_gap"]) < 0.02 and abs(record["train_eval/acc_gap"]) <= 1 / 64  # <= 1 sample
 
 
+def test_gaps_are_exact_when_the_mean_dwarfs_the_spread(trainer_kwargs):
+    """Mean 1000, std 0.001: plain float64 sums of x and x**2 would give a var_gap of about 5.7e-4."""
+    model = LinearBN().double()
+    with torch.no_grad():  # the BN input is the data itself
+        model.fc = nn.Identity()
+        model.bn = nn.BatchNorm1d(4).double()
+        model.head = nn.Linear(4, 2).double()
+    generator = torch.Generator().manual_seed(0)
+    x = 1000.0 + 0.001 * torch.randn(256, 4, generator=generator, dtype=torch.float64)
+    loader = DataLoader(TensorDataset(x, torch.randint(0, 2, (256,), generator=generator)), batch_size=256)
+    with torch.no_grad():
+        model.bn.running_mean.copy_(x.mean(0))
+        model.bn.running_var.copy_(x.var(0))
+    callback = RunningStatsConvergence(every_n_steps=1, probe_size=256, eps=0.0)
+    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[callback])).fit(model, loader)
+    record = callback.history[0]
+    assert record["bn/mean_gap"] < 1e-9 and record["bn/var_gap"] < 1e-8
+
+
 def test_running_stats_catch_up_during_training(trainer_kwargs):
     L.seed_everything(0)
     model = MLPClassifier(input_shape=(4,), num_classes=2, depth=1, width=8, norm="bn",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from normzoo.callbacks import GradientICS, LossLandscape
 from normzoo.models import MLPClassifier
+from tests.fixtures import gaussian_loader
 
 OPTIMIZERS = {
     "adam": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}},
@@ -22,9 +23,7 @@ OPTIMIZERS = {
 
 
 def loader() -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(80, 6, generator=generator) * 2 + 1
-    return DataLoader(TensorDataset(x, torch.randint(0, 3, (80,), generator=generator)), batch_size=16, shuffle=True)
+    return gaussian_loader(80, 6, 3, scale=2, shift=1, shuffle=True)
 
 
 def train(callbacks, optimizer: str, trainer_kwargs) -> tuple[dict, dict]:

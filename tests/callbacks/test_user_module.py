@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from normzoo.callbacks import (
     ActivationDrift,
@@ -19,6 +19,7 @@ from normzoo.callbacks import (
     LossLandscape,
     RunningStatsConvergence,
 )
+from tests.fixtures import gaussian_loader
 from tests.tb_events import custom_scalars_layout, load_events
 
 
@@ -42,9 +43,7 @@ class UserCNN(L.LightningModule):
 
 
 def loader() -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 3, 8, 8, generator=generator)
-    return DataLoader(TensorDataset(x, torch.randint(0, 4, (64,), generator=generator)), batch_size=16)
+    return gaussian_loader(64, (3, 8, 8), 4)
 
 
 def callbacks():

@@ -41,7 +41,7 @@ def test_bad_input_is_one_clear_message(overrides, message, tmp_path, capsys):
 
 def test_unknown_cnn_arch_through_the_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--config", "configs/cifar10/resnet_bn.yaml", "--model.arch", "resnet50",
+        main(["fit", "--config", "configs/cifar10/resnet.yaml", "--model.arch", "resnet50",
               "--data.dataset", "mnist5k", "--runs_dir", str(tmp_path), "--trainer.fast_dev_run", "1"])
     assert "Unknown CNN arch 'resnet50'. Choose one of: vgg11" in capsys.readouterr().err
 
@@ -60,7 +60,7 @@ def test_sync_batchnorm_adds_normzoos_plugin_unless_a_layer_sync_is_given():
     from lightning.pytorch.plugins import TorchSyncBatchNorm
 
     from normzoo.cli import sync_batchnorm_plugins
-    from normzoo.norms import NormZooSyncBatchNorm
+    from normzoo.sync_plugin import NormZooSyncBatchNorm
 
     (added,) = sync_batchnorm_plugins("gpu", None)
     assert isinstance(added, NormZooSyncBatchNorm)

@@ -1,4 +1,4 @@
-"""configs/diagnostics.yaml: all six callbacks configured from YAML, logged, and resumed from a checkpoint."""
+"""configs/diagnostics.yaml over the quickstart: all six callbacks configured from YAML, logged, and resumed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ CALLBACKS = {"ActivationDrift": "activation_drift", "GradientICS": "gradient_ics
 
 
 def fit(tmp_path, *overrides: str) -> None:
-    main(["fit", "--config", "configs/diagnostics.yaml", "--runs_dir", str(tmp_path),
+    main(["fit", "--config", "configs/quickstart.yaml", "--config", "configs/diagnostics.yaml",
+          "--runs_dir", str(tmp_path),
           "--trainer.val_check_interval", "23", "--trainer.limit_val_batches", "1",
           "--trainer.enable_progress_bar", "false", *overrides])
 

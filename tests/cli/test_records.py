@@ -78,8 +78,8 @@ def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tra
     line = refused(capsys, "test", "--config", "configs/quickstart.yaml", "--model.norm", "ln", "--runs_dir",
                    str(tmp_path), "--ckpt_path", ckpt)
     assert "holds another model: norm: 'bn' in the checkpoint, 'ln' now" in line
-    line = refused(capsys, "test", "--config", "configs/cifar10/mlp_gn.yaml", "--data.dataset", "mnist5k",
-                   "--runs_dir", str(tmp_path), "--ckpt_path", ckpt)
+    line = refused(capsys, "test", "--config", "configs/cifar10/mlp.yaml", "--model.norm", "gn", "--data.dataset",
+                   "mnist5k", "--runs_dir", str(tmp_path), "--ckpt_path", ckpt)
     assert "norm: 'bn' in the checkpoint, 'gn' now" in line and "width: 100 in the checkpoint, 512 now" in line
     assert not list(tmp_path.iterdir())  # no run folder, no config.yaml
 

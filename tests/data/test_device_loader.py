@@ -13,8 +13,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler
 
 from normzoo.data import ImageDataModule
-from normzoo.data.base import ImageTensorDataset, random_crop_flip
-from normzoo.data.device_loader import DeviceImageLoader, crop_flip_batch
+from normzoo.data.device_loader import DeviceImageLoader
+from normzoo.data.image_tensors import ImageTensorDataset, random_crop_flip
+from normzoo.data.image_tensors import random_crop_flip as crop_flip_batch
 from normzoo.models import MLPClassifier
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from normzoo.norms import BatchNormFunction, ManualBatchNorm
+from normzoo.norms import ManualBatchNorm
+from normzoo.norms.manual_bn import BatchNormFunction
 
 SHAPES = {1: [(2, 3), (7, 5), (64, 16)], 2: [(2, 3, 1, 2), (4, 5, 3, 3), (8, 2, 7, 5)]}
 

@@ -10,7 +10,8 @@ from lightning.pytorch.plugins import TorchSyncBatchNorm
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from normzoo.norms import BatchNoise, NoisyBatchNorm, NormZooSyncBatchNorm, create_norm_layer
+from normzoo.norms import BatchNoise, NoisyBatchNorm, create_norm_layer
+from normzoo.sync_plugin import NormZooSyncBatchNorm
 
 
 def noisy_model() -> nn.Module:
@@ -97,3 +98,4 @@ def test_two_ranks_match_one_process_on_the_union(key, two_rank_results):
     for name, value in single.named_buffers():
         for rank in ranks:
             torch.testing.assert_close(rank["buffers"][name], value)
+

@@ -126,3 +126,19 @@ def test_l2_is_batchnorm_with_eps_outside_the_root():
 def test_frozen_bn_loads_without_batch_counter():
     frozen = FrozenBatchNorm(2)
     frozen.load_state_dict(nn.BatchNorm2d(2).state_dict())  # num_batches_tracked is dropped, not an error
+
+
+def test_lp_norms_keep_a_running_scale_with_batchstatnorms_update():
+    layer = LpBatchNorm(3, dims=1, p=1, momentum=None)  # cumulative average, as BatchStatNorm folds it
+    batches = [torch.randn(16, 3) * (i + 1) + i for i in range(3)]
+    scales = [(b - b.mean(0)).abs().mean(0) for b in batches]
+    for batch in batches:
+        layer(batch)
+    torch.testing.assert_close(layer.running_scale, torch.stack(scales).mean(0))
+    torch.testing.assert_close(layer.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))
+    assert int(layer.num_batches_tracked) == 3
+    assert set(layer.state_dict()) == {"weight", "bias", "running_mean", "running_scale", "num_batches_tracked"}
+    layer.eval()(batches[0])  # eval leaves the running statistics alone
+    assert int(layer.num_batches_tracked) == 3
+    layer.reset_running_stats()
+    assert torch.equal(layer.running_scale, torch.ones(3)) and int(layer.num_batches_tracked) == 0

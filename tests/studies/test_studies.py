@@ -1,8 +1,7 @@
-"""The study scripts: each runs end to end in tiny mode; divergence, restarts, estimates and slots."""
+"""The catalog's studies: each runs end to end in tiny mode; divergence, restarts, estimates and slots."""
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 
 import pytest
@@ -11,26 +10,22 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from normzoo.report.runs import load_run
-from normzoo.studies import Study, StudyRun, main, plan_runs, run_study
+from normzoo.studies import STUDIES, Study, StudyRun, main, plan_runs, run_study
 from normzoo.studies.estimate import estimate_runs, format_duration, planned_steps, schedule_seconds
 from normzoo.studies.runner import make_slots
 from normzoo.studies.spec import is_finished, resume_args
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDY_SCRIPTS = ("ioffe_mnist", "santurkar", "wu_he", "tutorial", "lr_sensitivity", "init_sensitivity", "placement")
-
-
-def load_study(name: str) -> Study:
-    return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"))["STUDY"]
+QUICK_OVERLAY = "normzoo/studies/catalog/mlp_sweep.quick.yaml"
 
 
 def legend(png: Path) -> set[str]:
     return set(Image.open(png).text["Legend"].split("; "))
 
 
-@pytest.mark.parametrize("name", STUDY_SCRIPTS)
+@pytest.mark.parametrize("name", STUDIES)
 def test_each_study_runs_in_tiny_mode_and_reports_every_run(name, tmp_path):
-    study = load_study(name)
+    study = STUDIES[name]
     assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True) == 0
     report_dir = tmp_path / name / "tiny" / "report"
     table = (report_dir / "report.md").read_text().split("## Runs")[1]
@@ -47,7 +42,7 @@ def test_each_study_runs_in_tiny_mode_and_reports_every_run(name, tmp_path):
 
 def tiny_study(*runs: StudyRun) -> Study:
     return Study(name="probe", title="A study of the machinery", claim="Nothing to claim.",
-                 configs=("configs/quickstart.yaml",), quick_configs=("configs/studies/sensitivity.quick.yaml",),
+                 configs=("configs/quickstart.yaml",), quick_configs=(QUICK_OVERLAY,),
                  runs=runs, report_args=("--heatmap", "norm", "lr"), root=ROOT)
 
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from normzoo.studies import Study, StudyRun, main
 STUDY = Study(name="long", title="Long runs", claim="None.", configs=("configs/quickstart.yaml",),
-              quick_configs=("configs/studies/sensitivity.quick.yaml",),
+              quick_configs=("normzoo/studies/catalog/mlp_sweep.quick.yaml",),
               runs=(StudyRun("a", ("--trainer.max_epochs", "200")), StudyRun("b", ("--trainer.max_epochs", "200"))),
               root=Path({root!r}))
 sys.exit(main(STUDY))
@@ -71,7 +71,7 @@ def test_a_signal_to_the_study_stops_and_saves_its_runs(tmp_path):
 
 def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path, capsys):
     study = Study(name="probe", title="t", claim="c", configs=("configs/quickstart.yaml",),
-                  quick_configs=("configs/studies/sensitivity.quick.yaml",), runs=(StudyRun("only"),), root=ROOT)
+                  quick_configs=("normzoo/studies/catalog/mlp_sweep.quick.yaml",), runs=(StudyRun("only"),), root=ROOT)
     logs = tmp_path / "probe" / "tiny" / "logs"
     logs.mkdir(parents=True)
     held = claim_run(logs / "only.lock")  # as a study still training it would
@@ -86,7 +86,7 @@ def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path, capsys):
 
 def test_a_rerun_with_other_overrides_is_refused(tmp_path):
     study = Study(name="probe", title="t", claim="c", configs=("configs/quickstart.yaml",),
-                  quick_configs=("configs/studies/sensitivity.quick.yaml",), runs=(StudyRun("only"),), root=ROOT)
+                  quick_configs=("normzoo/studies/catalog/mlp_sweep.quick.yaml",), runs=(StudyRun("only"),), root=ROOT)
     assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True, extra_args=["--seed_everything",
                                                                                             "1"]) == 0
     with pytest.raises(ConfigError, match=r"made with the overrides \['--seed_everything', '1'\], not none"):
