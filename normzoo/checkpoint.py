@@ -11,9 +11,7 @@ full disk or a kill mid-write leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import os
 import signal
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from normzoo.errors import CheckpointWriteError, ConfigError
+from normzoo.files import atomic_file
 from normzoo.tb_logging import flatten, plain
 
 
@@ -47,29 +46,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        except OSError as error:
-            raise CheckpointWriteError(f"Cannot write the checkpoint {target}: {error}.") from error
-        try:
-            with os.fdopen(handle, "wb") as file:
+            with atomic_file(target, "wb") as file:
                 torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the group
-            os.replace(temporary, target)
-        except BaseException as error:
-            Path(temporary).unlink(missing_ok=True)
-            if isinstance(error, OSError):
-                kept = "the previous checkpoint there is intact" if target.exists() else "no checkpoint was written"
-                raise CheckpointWriteError(f"Cannot write the checkpoint {target}: {error}; {kept}.") from error
-            raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
+        except OSError as error:
+            kept = "the previous checkpoint there is intact" if target.exists() else "no checkpoint was written"
+            raise CheckpointWriteError(f"Cannot write the checkpoint {target}: {error}; {kept}.") from error
 
 class NormZooCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` is always the newest state (see the module docstring).

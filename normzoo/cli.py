@@ -21,15 +21,22 @@ What it adds to LightningCLI:
 - ``normzoo study NAME`` runs a study of the catalog, its fits side by side and then its
   report (``normzoo study --list``; ``normzoo.studies``);
 - TensorBoard is the default logger, with runs under ``<runs_dir>/<run_name>/version_N``
-  (``run_name`` defaults to the config file's name), the config saved beside each run,
-  and the hparams tab filled with the real metrics;
+  (``run_name`` defaults to the config file's name; Lightning's ``--trainer.default_root_dir``
+  sets the same folder as ``--runs_dir``), the config saved beside each run, and the hparams
+  tab filled with the real metrics;
+- ``validate``, ``test`` and ``predict`` of a ``--ckpt_path`` are logged at the checkpoint's
+  step, record what they evaluated in ``evaluation.yaml`` and name the checkpoint and step in
+  their summary (``normzoo.evaluation``); ``normzoo report`` lists them with their fit run;
+- ``normzoo --help`` lists every command, normzoo's own included (``normzoo.commands``);
 - ``--ckpt_path last`` resumes the run's newest ``last.ckpt`` into the same ``version_N``
   folder, so its TensorBoard curves and checkpoints continue in place;
 - speed: ``--trainer.precision`` defaults to bf16-mixed on GPUs that support it, and
   ``--speed.channels_last`` / ``--speed.compile`` / ``--speed.cuda_graph`` apply
   ``normzoo.speed.SpeedUp`` (each falls back with a warning where it cannot apply);
-- the progress bar redraws every ``min(log_every_n_steps, 10)`` steps, when its metrics
-  change, instead of every step (a redraw costs about a small MLP's whole CPU step);
+- on a terminal the live progress bar redraws every ``min(log_every_n_steps, 10)`` steps,
+  when its metrics change, instead of every step (a redraw costs about a small MLP's whole
+  CPU step); when stdout is not a terminal (a log file, a pipe) ``LineProgressBar`` prints
+  one plain line per epoch and per validation instead (``normzoo.progress``);
 - ``--trainer.sync_batchnorm=true`` synchronizes every BN-family layer (normzoo's own
   included, through ``NormZooSyncBatchNorm``) on GPUs, and stops with one clear message on
   CPU, before any process starts (torch's SyncBatchNorm refuses CPU tensors);
@@ -50,7 +57,7 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, instantiate_class
 from lightning.pytorch.plugins import LayerSync
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
@@ -59,18 +66,23 @@ from typing_extensions import override
 
 from normzoo.callbacks import StopOnDivergence
 from normzoo.checkpoint import AtomicCheckpointIO, NormZooCheckpoint, check_checkpoint_matches, read_checkpoint
+from normzoo.commands import COMMANDS, DESCRIPTION, OWN_COMMANDS
 from normzoo.data import NormZooDataModule
 from normzoo.data.base import MIN_TRAIN_BATCH
 from normzoo.errors import ConfigError, find_user_error
+from normzoo.evaluation import EvaluatedCheckpoint, Evaluation
 from normzoo.files import writable_folder
+from normzoo.key_hparams import command_line_paths
 from normzoo.models import NormClassifier
 from normzoo.models.optim import DEFAULT_OPTIMIZER
 from normzoo.norms import bn_batch_size
+from normzoo.progress import default_progress_bar
 from normzoo.resume import LAST, ExactResume, after_newest_event_file, last_checkpoint
 from normzoo.speed import SpeedUp, resolve_precision
 from normzoo.sync_plugin import NormZooSyncBatchNorm
 
 SUMMARY_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc", "test/loss")
+DEFAULT_RUNS_DIR = "runs"
 MAX_PROGRESS_REFRESH_STEPS = 10
 
 
@@ -84,7 +96,24 @@ class NormZooCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("parser_kwargs", {"default_env": False})
         kwargs.setdefault("auto_configure_optimizers", False)  # the model builds them from linked dicts
+        self.argv = list(sys.argv[1:] if args is None else args) if isinstance(args, (list, tuple, type(None))) else []
         super().__init__(args=args, **kwargs)
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands with normzoo's descriptions, and ``report`` and ``study`` listed beside them.
+
+        ``main`` runs ``report`` and ``study`` before any CLI is built; their entries here only
+        make ``normzoo --help`` list every command (each has its own ``--help``).
+        """
+        parser.description = DESCRIPTION
+        for name in self.subcommands():
+            kwargs[name] = {"description": COMMANDS[name], **kwargs.get(name, {})}
+        super()._add_subcommands(parser, **kwargs)
+        subcommands = parser._subcommands_action
+        for name in OWN_COMMANDS:
+            subcommands.add_subcommand(name, LightningArgumentParser(description=COMMANDS[name]), help=COMMANDS[name])
+        for listed in subcommands._choices_actions:  # Lightning lists the first lines of Trainer's docstrings
+            listed.help = COMMANDS.get(listed.dest, listed.help)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # --optimizer / --lr_scheduler: any torch class, handed to the model as a plain dict
@@ -100,7 +129,11 @@ class NormZooCLI(LightningCLI):
         parser.add_lightning_class_args(SpeedUp, "speed")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds every run's logs.")
+        parser.add_argument(
+            "--runs_dir", type=str, default=DEFAULT_RUNS_DIR,
+            help="Folder that holds every run: <runs_dir>/<run_name>/version_N (--trainer.default_root_dir sets it "
+                 "too).",
+        )
         parser.add_argument(
             "--run_name", type=str | None, default=None,
             help="Run folder name under runs_dir; defaults to the (last) config file's name.",
@@ -108,8 +141,8 @@ class NormZooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.trainer.default_root_dir is None:  # checkpoints of logger-less runs (fast_dev_run) too
-            config.trainer.default_root_dir = config.runs_dir
+        config.runs_dir = runs_dir_of(config.runs_dir, config.trainer.default_root_dir)
+        config.trainer.default_root_dir = config.runs_dir  # checkpoints of logger-less runs (fast_dev_run) too
         config.trainer.precision = resolve_precision(config.trainer.precision, config.trainer.accelerator)
         version = None
         if config.get("ckpt_path") == LAST:
@@ -139,8 +172,9 @@ class NormZooCLI(LightningCLI):
         given = [*_as_list(config.get("callbacks")), *_as_list(self.trainer_defaults.get("callbacks")), *callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in given):
             every = min(config.get("log_every_n_steps") or 50, MAX_PROGRESS_REFRESH_STEPS)
-            callbacks = [*callbacks, TQDMProgressBar(refresh_rate=every)]
-        return super()._instantiate_trainer(config, [*callbacks, ExactResume(), ReleaseProcessGroup()])
+            callbacks = [*callbacks, default_progress_bar(refresh_rate=every)]
+        return super()._instantiate_trainer(config, [*callbacks, ExactResume(), EvaluatedCheckpoint(),
+                                                     ReleaseProcessGroup()])
 
     def _parse_ckpt_path(self) -> None:
         """Keep the configured model: a ``--ckpt_path`` is checked against it (``_run_subcommand``), never merged.
@@ -178,6 +212,9 @@ class NormZooCLI(LightningCLI):
                       "Continue it with --ckpt_path last.", file=sys.stderr, flush=True)
             raise SystemExit(128 + signum) from None
 
+    def before_fit(self) -> None:
+        self.model.overridden_paths = tuple(command_line_paths(self.argv))  # shown first in TensorBoard's HPARAMS
+
     def after_fit(self) -> None:
         self._print_summary("fit")
 
@@ -187,6 +224,9 @@ class NormZooCLI(LightningCLI):
     def after_validate(self) -> None:
         self._print_summary("validate")
 
+    def after_predict(self) -> None:
+        self._print_summary("predict")
+
     def _print_summary(self, stage: str) -> None:
         trainer = self.trainer
         log_dir = trainer.log_dir  # a collective under DDP (a broadcast): every rank asks, rank zero prints
@@ -194,7 +234,9 @@ class NormZooCLI(LightningCLI):
             return
         metrics = trainer.callback_metrics
         shown = [f"{name} {float(metrics[name]):.4f}" for name in SUMMARY_METRICS if name in metrics]
-        lines = [f"normzoo {stage} finished: epoch {trainer.current_epoch}, step {trainer.global_step}"]
+        lines = [f"normzoo {stage} finished: {_what_ran(trainer, stage)}"]
+        if stage == "predict" and not shown:
+            shown = [f"{_count_predictions(trainer.predict_loop.predictions)} predictions"]
         lines.append("  " + ("   ".join(shown) if shown else "no metrics logged"))
         diverged = [cb.diverged_at for cb in trainer.callbacks if isinstance(cb, StopOnDivergence) and
                     cb.diverged_at is not None]
@@ -210,6 +252,26 @@ class NormZooCLI(LightningCLI):
                     step = callback.step_of(path)
                     lines.append(f"  {label} checkpoint{'' if step is None else f' (step {step})'}: {path}")
         print("\n".join(lines), flush=True)
+
+
+def _what_ran(trainer: Trainer, stage: str) -> str:
+    """The summary's subject: the step a fit reached, or the checkpoint (and its step) an evaluation evaluated."""
+    if stage == "fit":
+        return f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+    evaluation: Evaluation | None = next(
+        (cb.evaluation for cb in trainer.callbacks if isinstance(cb, EvaluatedCheckpoint) and cb.evaluation), None)
+    if evaluation is None:
+        return "the model as built, untrained (no --ckpt_path)"
+    return f"checkpoint {evaluation.checkpoint} (epoch {evaluation.epoch}, step {evaluation.step})"
+
+
+def _count_predictions(predictions: Any) -> int:
+    """How many samples ``trainer.predict`` returned predictions for (batches of tensors, or lists of them)."""
+    if isinstance(predictions, torch.Tensor):
+        return len(predictions) if predictions.dim() else 1
+    if isinstance(predictions, (list, tuple)):
+        return sum(_count_predictions(item) for item in predictions)
+    return 0
 
 
 def release_process_group() -> None:
@@ -309,6 +371,24 @@ def _as_list(value: Any) -> list[Any]:
 def _as_dict(value: Namespace | None) -> dict[str, Any] | None:
     """A parsed ``{class_path, init_args}`` group as the plain dict the model stores."""
     return value.as_dict() if isinstance(value, Namespace) else value
+
+
+def runs_dir_of(runs_dir: str, default_root_dir: Any) -> str:
+    """Where runs go: ``--runs_dir``, or Lightning's ``--trainer.default_root_dir`` when that is given instead.
+
+    Both name the folder a run's logs and checkpoints go under, so a Lightning user's
+    ``--trainer.default_root_dir X`` puts runs in ``X/<run_name>/version_N``, as ``--runs_dir X``
+    does (Lightning's own layout would be ``X/lightning_logs/version_N``).
+
+    Raises:
+        ConfigError: both are given and name different folders.
+    """
+    if default_root_dir is None or str(default_root_dir) == runs_dir:
+        return runs_dir
+    if runs_dir != DEFAULT_RUNS_DIR and Path(runs_dir) != Path(str(default_root_dir)):
+        raise ConfigError(f"--trainer.default_root_dir {default_root_dir} and --runs_dir {runs_dir} name different "
+                          "folders; both set where runs go (<runs_dir>/<run_name>/version_N). Give one of them.")
+    return str(default_root_dir)
 
 
 def _run_name(config: Namespace) -> str:

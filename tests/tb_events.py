@@ -28,9 +28,27 @@ def hparams_plugin(events: EventAccumulator) -> dict[str, plugin_data_pb2.HParam
             for tag, content in events.PluginTagToContent("hparams").items()}
 
 
+def layout_proto(events: EventAccumulator) -> layout_pb2.Layout:
+    """The run's newest custom-scalars layout (the one TensorBoard shows)."""
+    (event, *_) = events.Tensors("custom_scalars__config__")[::-1]
+    return layout_pb2.Layout.FromString(tensor_util.make_ndarray(event.tensor_proto).item())
+
+
 def custom_scalars_layout(events: EventAccumulator) -> dict[str, dict[str, list[str]]]:
-    """The run's custom-scalars layout: category -> chart title -> tag regexes."""
-    (event, *_) = events.Tensors("custom_scalars__config__")[::-1]  # the newest layout counts
-    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(event.tensor_proto).item())
-    return {category.title: {chart.title: list(chart.multiline.tag) for chart in category.chart}
-            for category in layout.category}
+    """The run's custom-scalars layout: category -> chart title -> what it draws: a multiline chart's tag
+    regexes, or a margin chart's exact tags (value, lower, upper of each series)."""
+    return {category.title: {chart.title: chart_tags(chart) for chart in category.chart}
+            for category in layout_proto(events).category}
+
+
+def margin_charts(events: EventAccumulator) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
+    """The layout's margin charts only: category -> chart title -> (value, lower, upper) tags of each series."""
+    return {category.title: {chart.title: [(s.value, s.lower, s.upper) for s in chart.margin.series]
+                             for chart in category.chart if chart.HasField("margin")}
+            for category in layout_proto(events).category}
+
+
+def chart_tags(chart: layout_pb2.Chart) -> list[str]:
+    if chart.HasField("margin"):
+        return [tag for s in chart.margin.series for tag in (s.value, s.lower, s.upper)]
+    return list(chart.multiline.tag)

@@ -80,3 +80,31 @@ def test_readme_layout_names_files_that_exist_and_every_module_of_the_packages()
     top_level = {path.name for path in (root / "normzoo").glob("*.py")} - {"__init__.py", "__main__.py"}
     named_top_level = set().union(*(names for folder, names in entries.items() if folder == "normzoo/"))
     assert top_level <= named_top_level, sorted(top_level - named_top_level)
+
+
+def glossary_patterns() -> list[re.Pattern]:
+    """The README's tag glossary as regexes: a row's first column names tags that share the first one's prefix."""
+    section = README.read_text().split("### Tag glossary", 1)[1].split("\n### ", 1)[0]
+    patterns = []
+    for row in re.findall(r"^\| (`.*?) \|", section, flags=re.MULTILINE):
+        names = re.findall(r"`([^`]+)`", row)
+        prefix = names[0].rsplit("/", 1)[0] + "/"
+        for name in [names[0], *(name if "/" in name else prefix + name for name in names[1:])]:
+            if "/" in name and not name.startswith(("train/", "val/", "test/", "bn/", "run/")):
+                name = "diagnostics/" + name
+            regex = re.escape(name).replace(re.escape("<layer>"), ".+").replace(re.escape("<parameter>"), ".+")
+            patterns.append(re.compile(regex.replace(re.escape("<norm layer>"), ".+") + "$"))
+    return patterns
+
+
+def test_readme_glossary_covers_every_tag_a_diagnostics_run_logs(tmp_path, monkeypatch):
+    from normzoo.cli import main
+    from tests.tb_events import load_events
+
+    monkeypatch.chdir(README.parent)
+    main(["fit", "--config", "configs/quickstart.yaml", "--config", "configs/diagnostics.yaml", "--runs_dir",
+          str(tmp_path), "--trainer.max_steps", "23", "--trainer.val_check_interval", "23",
+          "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"])
+    tags = load_events(tmp_path / "diagnostics" / "version_0").Tags()["scalars"]
+    patterns = glossary_patterns()
+    assert len(tags) > 40 and [tag for tag in tags if not any(p.match(tag) for p in patterns)] == []

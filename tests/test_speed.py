@@ -165,11 +165,12 @@ def test_a_compiled_fit_trains_like_the_eager_one(trainer_kwargs):
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-4, atol=1e-5)
 
 
-def test_the_cli_reads_speed_options_and_redraws_the_progress_bar_when_metrics_change(tmp_path):
+def test_the_cli_reads_speed_options_and_redraws_the_progress_bar_when_metrics_change(tmp_path, monkeypatch):
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from normzoo.cli import NormZooCLI, own_arguments_only
 
+    monkeypatch.setattr("normzoo.progress.interactive", lambda: True)  # on a terminal: the live bar
     common = ["--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path), "--trainer.accelerator", "cpu"]
     with own_arguments_only():
         cli = NormZooCLI(args=[*common, "--speed.compile", "max-autotune", "--speed.cuda_graph", "true"], run=False)

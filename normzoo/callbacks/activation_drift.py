@@ -14,7 +14,8 @@ from normzoo.callbacks.base import ProbeDiagnostic
 from normzoo.callbacks.capture import Captured
 from normzoo.callbacks.distribution import percentiles, sorted_sample, wasserstein1
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn
-from normzoo.callbacks.figures import add_figure, layer_series
+from normzoo.callbacks.figures import BAND_Y_LABEL, add_figure, draw_percentile_bands, layer_series
+from normzoo.callbacks.layout import Charts, chart_title, family_charts, margin_chart
 from normzoo.errors import ConfigError
 
 
@@ -43,7 +44,10 @@ class ActivationDrift(ProbeDiagnostic):
         ``diagnostics/activation_drift/<layer>/p<q>`` for each percentile ``q``,
         ``.../mean``, ``.../std``, ``.../w1_prev`` (1-Wasserstein distance to the previous
         measurement), ``.../w1_first`` (to the first one). At the end of training, with a
-        TensorBoard logger, a figure of the percentile bands over steps (``.../bands``).
+        TensorBoard logger, a figure of the percentile bands over steps (``.../bands``), titled
+        with the layer, the run and the step.
+        In CUSTOM SCALARS, per layer: the median in its band (p50 in p15-p85, a margin chart),
+        mean and std, and the w1 distances, a chart each.
 
     Args:
         every_n_steps: optimizer steps between measurements (step 0 is measured too).
@@ -59,6 +63,9 @@ class ActivationDrift(ProbeDiagnostic):
             of pooling all of them: Ioffe & Szegedy plot "a typical sigmoid".
         forward: ``(pl_module, batch) -> outputs`` to run instead of the replayed ``training_step``.
         strict: raise on any measurement error instead of warning and stopping.
+        figure_ylim: the band figures' y range, ``(low, high)``: the same for every run, so runs
+            side by side in IMAGES share a scale (default: each run's own range; ``normzoo report``
+            draws the runs' bands on one shared scale).
 
     Raises:
         ConfigError: bad settings. ``DiagnosticError`` at the first measurement: named layers
@@ -83,6 +90,7 @@ class ActivationDrift(ProbeDiagnostic):
         unit: int | None = None,
         forward: str | ForwardFn | None = None,
         strict: bool = False,
+        figure_ylim: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(every_n_steps, layers, probe_size, mode, forward=forward, strict=strict)
         if max_elements < 2:
@@ -93,8 +101,27 @@ class ActivationDrift(ProbeDiagnostic):
         self.unit = unit
         self.max_elements = max_elements
         self.log_figure = log_figure
+        if figure_ylim is not None and not float(figure_ylim[0]) < float(figure_ylim[1]):
+            raise ConfigError(f"ActivationDrift figure_ylim must be (low, high) with low < high, got {figure_ylim}.")
+        self.figure_ylim = None if figure_ylim is None else (float(figure_ylim[0]), float(figure_ylim[1]))
         self._first: dict[str, Tensor] = {}
         self._previous: dict[str, Tensor] = {}
+
+    @override
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        """Per layer: the median inside the outermost percentile band around it (TensorBoard's margin
+        chart; every percentile as lines too when more are logged, or instead when there is no band),
+        mean and std, and the w1 distances: a chart each, as their scales differ."""
+        band = percentile_band(self.percentiles)
+        charts: Charts = {}
+        if band is not None:
+            value, lower, upper = (f"p{q:g}" for q in band)
+            charts.update({chart_title(group, f"{value} in {lower}-{upper}"):
+                           margin_chart(self.name, group, value, lower, upper) for group in self.groups})
+        if band is None or len(set(self.percentiles)) > 3:
+            charts.update(family_charts(self.name, self.groups, {"percentiles": [f"p{q:g}" for q in self.percentiles]}))
+        families = {"mean, std": ("mean", "std"), "w1 distance": ("w1_prev", "w1_first")}
+        return {**charts, **family_charts(self.name, self.groups, families)}
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -146,16 +173,28 @@ class ActivationDrift(ProbeDiagnostic):
         return {f"{name}/{key}": value for key, value in zip(keys, stats, strict=True)}
 
     def _draw(self, trainer: L.Trainer) -> None:
+        """A band figure per layer: its percentiles over steps, in ``figure_ylim`` if given."""
         if not self.log_figure:
             return
-        keys = [f"p{q:g}" for q in self.percentiles]
-        for name, (steps, series) in layer_series(self.history, self.groups, keys).items():
-            def draw(axis: Any, steps: list[float] = steps, series: dict[str, list[float]] = series) -> None:
-                for key in keys:
-                    axis.plot(steps, series[key], label=key)
-                if len(keys) >= 2:
-                    axis.fill_between(steps, series[keys[0]], series[keys[-1]], alpha=0.15)
-                axis.set_xlabel("step")
+        keys = {q: f"p{q:g}" for q in sorted(set(self.percentiles))}
+        for name, (steps, series) in layer_series(self.history, self.groups, list(keys.values())).items():
+            by_q = {q: series[key] for q, key in keys.items()}
+
+            def draw(axis: Any, steps: list[float] = steps, by_q: dict[float, list[float]] = by_q) -> None:
+                draw_percentile_bands(axis, steps, by_q)
+                axis.set_ylabel(BAND_Y_LABEL)
+                if self.figure_ylim is not None:
+                    axis.set_ylim(*self.figure_ylim)
                 axis.legend(loc="best", fontsize=8)
 
-            add_figure(trainer, f"{self.prefix}/{name}/bands", f"input of {name}", draw)
+            title = f"percentiles of the input of {name}, steps {steps[0]:g}-{steps[-1]:g}"
+            add_figure(trainer, f"{self.prefix}/{name}/bands", title, draw)
+
+
+def percentile_band(qs: Sequence[float]) -> tuple[float, float, float] | None:
+    """``(50, lowest, highest)`` of the percentiles: the median and the outermost pair around it
+    (Ioffe & Szegedy's p15/p85 by default), or None without a median or a percentile on each side."""
+    lower, upper = [q for q in qs if q < 50], [q for q in qs if q > 50]
+    if 50 not in qs or not lower or not upper:
+        return None
+    return 50.0, min(lower), max(upper)

@@ -7,7 +7,8 @@ A new diagnostic subclasses one of them and implements its measurement. The base
   steps, from ``trainer.global_step``, so gradient accumulation is safe; step 0 included);
 - ``record``: the one host sync of a measurement, its history (one record per measured step,
   kept in checkpoints, so a resumed run continues its curves) and the logging;
-- the TensorBoard custom-scalars layout (a chart per layer);
+- the TensorBoard custom-scalars layout: a chart per (layer, statistic family), from ``families``
+  (``normzoo.callbacks.layout``; a diagnostic with other charts overrides ``layout_charts``);
 - the failure policy. A problem found at setup or at the first measurement is one
   ``DiagnosticError`` naming the callback, the module and the option that fixes it, before
   hours of training. After a successful measurement, a diagnostic never ends the user's run:
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -37,7 +38,7 @@ from normzoo.callbacks.capture import (
     site_root,
 )
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn, ModelEvaluation
-from normzoo.callbacks.layout import Charts, chart_per_group, write_layout
+from normzoo.callbacks.layout import Charts, chart_per_group, family_charts, write_layout
 from normzoo.callbacks.objective import MicroBatch, StepObjective
 from normzoo.callbacks.probe import (
     ProbeBatch,
@@ -64,6 +65,9 @@ class Diagnostic(L.Callback):
     """
 
     name: ClassVar[str] = "diagnostic"
+    families: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Family title -> the statistics of a layer that share a scale, drawn in one chart per layer; with none,
+    one chart per layer holds all its statistics."""
 
     def __init__(self, every_n_steps: int, strict: bool = False) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
@@ -84,8 +88,10 @@ class Diagnostic(L.Callback):
         return self.stopped is None and step % self.every_n_steps == 0 and step != self.last_step
 
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
-        """TensorBoard custom-scalars charts: one per measured layer (``self.groups``)."""
-        return chart_per_group(self.name, self.groups)
+        """TensorBoard custom-scalars charts: one per (family, measured layer) (``self.groups``)."""
+        if not self.families:
+            return chart_per_group(self.name, self.groups)
+        return family_charts(self.name, self.groups, self.families)
 
     def set_groups(self, trainer: L.Trainer, pl_module: L.LightningModule, groups: Sequence[str]) -> None:
         """Name the measured layers; the layout is written again when they change."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,7 +13,7 @@ from typing_extensions import override
 from normzoo.callbacks.base import ProbeDiagnostic
 from normzoo.callbacks.capture import SATURATING, Captured
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn
-from normzoo.callbacks.figures import add_image
+from normzoo.callbacks.figures import add_figure
 from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 
@@ -36,9 +37,11 @@ class DeadUnits(ProbeDiagnostic):
       ``|tanh(x)| > threshold`` or ``|2 * sigmoid(x) - 1| > threshold`` (0.97 by default, the
       makemore lectures' cut), where the local gradient is below ~6% of its peak.
 
-    At the end of training, with a TensorBoard logger, an image of examples x units per
-    saturating site (white: saturated; for maps, the fraction of saturated positions), as
-    in the makemore lectures' ``plt.imshow(h.abs() > 0.99)``.
+    At the end of training, with a TensorBoard logger, a map of probe samples x units per
+    saturating site at the last measurement (white: saturated; for maps, the fraction of
+    saturated positions), as in the makemore lectures' ``plt.imshow(h.abs() > 0.99)``: a
+    figure with its axes (unit index, probe sample), a colour bar, and the layer, run and
+    step in its title.
 
     Logged metrics: ``diagnostics/dead_units/<layer>/dead_fraction`` (rectifiers),
     ``diagnostics/dead_units/<layer>/saturated_fraction`` (tanh, sigmoid).
@@ -64,6 +67,7 @@ class DeadUnits(ProbeDiagnostic):
     """
 
     name = "dead_units"
+    families = {"dead/saturated fraction": ("dead_fraction", "saturated_fraction")}  # a layer logs one
 
     def __init__(
         self,
@@ -82,6 +86,7 @@ class DeadUnits(ProbeDiagnostic):
         self.threshold = threshold
         self.log_image = log_image
         self._maps: dict[str, Tensor] = {}
+        self._map_step = 0
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule, captured: Captured, evaluation: Evaluation,
                 step: int) -> dict[str, Tensor]:
@@ -95,6 +100,7 @@ class DeadUnits(ProbeDiagnostic):
                 counts = sum_over_ranks(trainer, counts)
                 stats[f"{name}/saturated_fraction"] = counts[0] / counts[1]
                 self._maps[name] = tails.float().flatten(2).mean(-1) if tails.dim() > 2 else tails.float()
+                self._map_step = step
             elif x.dim() >= 1:
                 reduce_dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
                 active = sum_over_ranks(trainer, (x > 0).sum(dim=reduce_dims).float())
@@ -106,5 +112,21 @@ class DeadUnits(ProbeDiagnostic):
         super().on_train_end(trainer, pl_module)
         if self.log_image:
             for name, saturation in self._maps.items():
-                add_image(trainer, f"{self.prefix}/{name}/saturation", saturation.reshape(len(saturation), -1))
+                grid = saturation.reshape(len(saturation), -1).detach().float().cpu().numpy()
+
+                def draw(axis: Any, grid: Any = grid) -> None:
+                    draw_saturation_map(axis, grid, self.threshold)
+
+                title = f"{name}: saturated units at step {self._map_step}"
+                add_figure(trainer, f"{self.prefix}/{name}/saturation", title, draw)
         self._maps.clear()
+
+
+def draw_saturation_map(axis: Any, grid: Any, threshold: float) -> None:
+    """Probe samples x units, white where saturated (the makemore lectures' ``imshow(h.abs() > 0.99)``),
+    with a colour bar: for maps, a unit (a channel) is the fraction of its saturated positions."""
+    image = axis.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    axis.set_xlabel("unit index")
+    axis.set_ylabel("probe sample")
+    bar = axis.figure.colorbar(image, ax=axis)
+    bar.set_label(f"saturated fraction (|output| > {threshold:g} on the tanh scale)", fontsize=8)

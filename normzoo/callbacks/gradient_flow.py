@@ -15,6 +15,7 @@ from typing_extensions import override
 from normzoo.callbacks.base import Diagnostic
 from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.distribution import channel_moments
+from normzoo.callbacks.layout import Charts, family_charts
 from normzoo.callbacks.probe import eager_calls, measuring, snapshot, sum_over_ranks
 from normzoo.norms import norm_layers
 
@@ -91,6 +92,13 @@ class GradientFlow(Diagnostic):
         self._eager = ExitStack()
         self._armed_step = -1
         self._stepped = False
+
+    @override
+    def layout_charts(self, pl_module: L.LightningModule) -> Charts:
+        """Per weight: its gradient norm, and the two log10 ratios apart; per norm layer: its entropy."""
+        families = {"grad_norm": ("grad_norm",), "log10 ratios": ("update_ratio_log10", "lr_grad_ratio_log10")}
+        return {**family_charts(self.name, self.weights, families),
+                **family_charts(self.name, self.norms, {"entropy": ("entropy",)})}
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

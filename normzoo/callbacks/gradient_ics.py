@@ -73,6 +73,7 @@ class GradientICS(LossDiagnostic):
     """
 
     name = "gradient_ics"
+    families = {"l2_diff": ("l2_diff",), "relative_l2_diff": ("relative_l2_diff",), "cosine": ("cosine",)}
 
     def __init__(self, every_n_steps: int = 2000, layers: Sequence[str] | None = None,
                  loss: str | LossFn | None = None, strict: bool = False) -> None:

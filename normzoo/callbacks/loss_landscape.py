@@ -11,7 +11,7 @@ from typing_extensions import override
 
 from normzoo.callbacks.base import LossDiagnostic
 from normzoo.callbacks.evaluate import LossFn
-from normzoo.callbacks.layout import Charts
+from normzoo.callbacks.layout import Charts, family_charts, margin_chart
 from normzoo.callbacks.probe import assign, preserved_state, snapshot
 from normzoo.errors import ConfigError
 
@@ -83,11 +83,13 @@ class LossLandscape(LossDiagnostic):
 
     @override
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
-        """Santurkar Fig 4's three panels: loss range, gradient change, beta-smoothness."""
-        tags = {"loss_variation": ["loss", "loss_min", "loss_max", "loss_variation"],
-                "gradient_predictiveness": ["grad_change_min", "grad_change_max"],
-                "beta_smoothness": ["beta_smoothness"]}
-        return {title: [f"^{self.prefix}/{stat}$" for stat in stats] for title, stats in tags.items()}
+        """Santurkar Fig 4's three panels: the loss at the weights with, as a band, its range over the steps
+        along the gradient (a margin chart; the start may lie outside it), the range's width, the gradient
+        change, and beta-smoothness: a chart each, as their scales differ."""
+        families = {"loss_variation": ("loss_variation",), "gradient_predictiveness": ("grad_change_min",
+                    "grad_change_max"), "beta_smoothness": ("beta_smoothness",)}
+        return {"loss, band: range along the step": margin_chart(self.name, "", "loss", "loss_min", "loss_max"),
+                **family_charts(self.name, [""], families)}
 
     @override
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:

@@ -15,7 +15,7 @@ from normzoo.batches import batch_targets
 from normzoo.callbacks.base import ProbeDiagnostic
 from normzoo.callbacks.capture import Captured, select_per_stage, site_root
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn
-from normzoo.callbacks.layout import Charts, chart_per_group
+from normzoo.callbacks.layout import Charts, family_charts
 from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
@@ -139,7 +139,10 @@ class RunningStatsConvergence(ProbeDiagnostic):
 
     @override
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
-        return {**chart_per_group(self.name, self.hooked), **chart_per_group(self.name, ["train_eval"])}
+        """Per BN layer: its two relative gaps; train against eval: each gap apart (a loss, a fraction, a ratio)."""
+        gaps = {gap: (gap,) for gap in ("loss_gap", "acc_gap", "output_gap")}
+        return {**family_charts(self.name, self.hooked, {"mean_gap, var_gap": ("mean_gap", "var_gap")}),
+                **family_charts(self.name, ["train_eval"], gaps)}
 
     def _probe_step(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         if not self.hooked and self.stopped is None:

@@ -13,6 +13,7 @@ linked by ``NormZooCLI`` from its ``--optimizer`` / ``--lr_scheduler`` groups (s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,10 +30,10 @@ from normzoo.models.bn_report import BNBatchReport
 from normzoo.models.mlp import MLP, NormPosition
 from normzoo.models.optim import configure_optimization
 from normzoo.norms import guard_batch_statistics
-from normzoo.tb_logging import log_hparams_with_metrics, tensorboard_loggers
+from normzoo.tb_logging import log_hparams_experiment, log_hparams_session, logged_metrics, tensorboard_loggers
 
 HPARAM_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc")
-"""The metric columns of TensorBoard's hparams tab."""
+"""The metric columns of TensorBoard's hparams tab, of those a run logged."""
 
 TRAINING_HPARAMS = ("optimizer", "lr_scheduler")
 """The classifiers' arguments that configure training; every other one is the backbone's."""
@@ -49,6 +50,9 @@ class NormClassifier(L.LightningModule):
     """
 
     backbone: nn.Module
+    overridden_paths: tuple[str, ...] = ()
+    """The command-line paths this run sets (``model.norm``); ``NormZooCLI`` fills them in, and
+    TensorBoard's HPARAMS tab shows their hyperparameters first (``normzoo.key_hparams``)."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -167,12 +171,20 @@ class NormClassifier(L.LightningModule):
         params["world_size"] = self.trainer.world_size
         params["precision"] = str(self.trainer.precision)  # 32-true, bf16-mixed, ...: runs differ by it
         params["model"] = self.hparams.get("arch", type(self).__name__)  # resnet20, vgg11, ... or MLPClassifier
+        if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything
+            params["seed"] = int(os.environ["PL_GLOBAL_SEED"])
+        self._session_params = params
         tensorboards = tensorboard_loggers(self.loggers)
         for logger in self.loggers:
             if logger in tensorboards:
-                log_hparams_with_metrics(logger, params, HPARAM_METRICS)
+                log_hparams_session(logger, params)
             else:
                 logger.log_hyperparams(params)
+
+    def on_fit_end(self) -> None:
+        metrics = logged_metrics(self.trainer, HPARAM_METRICS)
+        for logger in tensorboard_loggers(self.loggers):
+            log_hparams_experiment(logger, self._session_params, self.overridden_paths, metrics)
 
 
 def public_hparams(hparams: Any) -> dict[str, Any]:

@@ -4,12 +4,17 @@ It reads the TensorBoard event files and ``hparams.yaml`` of any normzoo runs (a
 folder, or any folder above runs) and writes into ``--out``:
 
 - ``report.md``: a table of every run (status, steps, hyperparameters, final metrics),
-  optionally a pivot of a final metric over two hyperparameters, and the figures;
+  a table of the evaluations of checkpoints (``normzoo validate/test/predict``: the fit run,
+  the checkpoint and its step, the metrics), optionally a pivot of a final metric over two
+  hyperparameters, and the figures (of the fit runs);
 - ``curves/<tag>.png``: each ``--curves`` tag over steps, a line per run;
 - ``diagnostics/<callback>_<stat>.png``: every diagnostics callback's statistic, a panel
   per layer, a line per run;
-- with ``--bands PREFIX``: percentile bands of ``PREFIX/p<q>`` per run (Ioffe & Szegedy Fig 1);
-  in ``--bands`` and ``--curves``, ``*`` stands for one part of a tag (a layer's name);
+- ``bands/<prefix>.png``: the percentile bands of ``<prefix>/p<q>`` (Ioffe & Szegedy Fig 1), a
+  panel per run on one y scale, for every layer ActivationDrift logged (at most 8, spread over
+  the network), or for the ``--bands PREFIX`` given (an unknown one is an error that lists the
+  valid ones; ``--no-bands``: none); in ``--bands`` and ``--curves``, ``*`` stands for one part
+  of a tag (a layer's name);
 - with ``--versus X --series S``: ``versus.png``, the final ``--metric`` against
   hyperparameter X, a line per value of S (Wu & He's error vs batch size), and its table;
 - with ``--heatmap ROW COLUMN``: ``heatmap.png``, the final ``--metric`` as a grid
@@ -33,6 +38,8 @@ from pathlib import Path
 from normzoo.errors import ConfigError
 from normzoo.files import writable_folder
 from normzoo.report.figures import (
+    MAX_PANELS,
+    all_band_prefixes,
     band_prefixes,
     diagnostic_groups,
     file_name,
@@ -41,9 +48,11 @@ from normzoo.report.figures import (
     plot_diagnostic,
     plot_heatmap,
     plot_versus,
+    spread,
+    unknown_band_patterns,
 )
-from normzoo.report.runs import Run, Series, load_runs, matching_tags
-from normzoo.report.tables import Metric, pivot, pivot_table, runs_table
+from normzoo.report.runs import Run, Series, load_runs, matching_tags, split_evaluations
+from normzoo.report.tables import Metric, evaluations_table, pivot, pivot_table, runs_table
 
 DEFAULT_CURVES = ("val/acc", "val/loss", "train/loss")
 DEFAULT_COLUMNS = ("norm", "model", "lr", "data.batch_size")
@@ -63,15 +72,21 @@ class ReportOptions:
     metric: str = "val/acc"
     error: bool = False
     diagnostics: bool = True
-    bands: Sequence[str] = ()
+    bands: Sequence[str] | None = None  # None: every layer with percentiles (at most MAX_PANELS); (): none
     versus: tuple[str, str] | None = None  # (x hyperparameter, series hyperparameter)
     heatmap: tuple[str, str] | None = None  # (row hyperparameter, column hyperparameter)
     notes: str = ""
 
 
 def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOptions | None = None) -> Path:
-    """Write the figures and ``report.md`` for ``runs`` into ``out_dir``; returns the Markdown file."""
+    """Write the figures and ``report.md`` for ``runs`` into ``out_dir``; returns the Markdown file.
+
+    Evaluations of checkpoints among ``runs`` get their own table, beside their fit runs; the
+    runs table, pivots and figures are of the fit runs.
+    """
     options = options or ReportOptions()
+    runs, evaluations = split_evaluations(runs)
+    bands = chosen_bands(runs, options.bands)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pivot_metric = Metric(options.metric, error=options.error)
@@ -80,6 +95,8 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOption
     finals += [Metric(tag) for tag in ("val/loss", "train/loss", "test/acc") if tag != options.metric]
     sections = [f"# {options.title}", options.notes.strip(), "## Runs", runs_table(runs, options.columns, finals)]
     sections += [_legend_of_status()]
+    if evaluations:
+        sections += ["## Evaluations of checkpoints", evaluations_table(evaluations, runs)]
 
     for kind, keys, draw in (("versus", options.versus, plot_versus), ("heatmap", options.heatmap, plot_heatmap)):
         if keys is None:
@@ -93,9 +110,9 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOption
         figure = draw(table, out / f"{kind}.png")
         sections += [pivot_table(table), _image(figure, out)]
 
-    if options.bands:
+    if bands:
         sections += ["## Percentile bands"]
-        for prefix in [prefix for pattern in options.bands for prefix in band_prefixes(runs, pattern)]:
+        for prefix in bands:
             figure = plot_bands(runs, prefix, out / "bands" / file_name(prefix))
             sections += [_image(figure, out) if figure else f"No run logged percentiles under `{prefix}`."]
 
@@ -116,6 +133,24 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOption
     report = out / REPORT_FILE
     report.write_text("\n\n".join(section for section in sections if section) + "\n")
     return report
+
+
+def chosen_bands(runs: Sequence[Run], patterns: Sequence[str] | None) -> list[str]:
+    """The prefixes whose bands are drawn: ``patterns`` resolved, or by default every layer with
+    percentiles (at most ``MAX_PANELS``, spread from the first to the last).
+
+    Raises:
+        ConfigError: a pattern under which no run logged percentiles; the message lists the valid ones.
+    """
+    if patterns is None:
+        return spread(all_band_prefixes(runs), MAX_PANELS)
+    unknown = unknown_band_patterns(runs, patterns)
+    if unknown:
+        valid = all_band_prefixes(runs)
+        listed = ("valid prefixes: " + ", ".join(valid) + f" (or {valid[0].rsplit('/', 1)[0]}/* for every layer)"
+                  if valid else "no run logged percentiles (normzoo.callbacks.ActivationDrift logs them)")
+        raise ConfigError(f"--bands {' '.join(unknown)}: no run logged percentiles under it; {listed}.")
+    return [prefix for pattern in patterns for prefix in band_prefixes(runs, pattern)]
 
 
 def _image(path: Path, root: Path) -> str:
@@ -143,15 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hparams.yaml keys shown in the table, dotted for nested ones (default: %(default)s)")
     parser.add_argument("--metric", default="val/acc", help="the final metric of --versus/--heatmap (default: val/acc)")
     parser.add_argument("--error", action="store_true", help="show that metric as an error in %%: 100 * (1 - value)")
-    parser.add_argument("--bands", nargs="*", default=[], metavar="PREFIX",
-                        help="tag prefixes with p<q> percentiles, e.g. diagnostics/activation_drift/blocks.2.act; "
-                             "* stands for one layer: diagnostics/activation_drift/*")
+    parser.add_argument("--bands", nargs="*", default=None, metavar="PREFIX",
+                        help="tag prefixes with p<q> percentiles drawn as bands, e.g. "
+                             "diagnostics/activation_drift/backbone.blocks.2.act; * stands for one layer: "
+                             "diagnostics/activation_drift/* (default: every layer ActivationDrift logged, "
+                             "at most 8; an unknown prefix is an error that lists the valid ones)")
     parser.add_argument("--versus", metavar="X_KEY", help="plot the final metric against this hyperparameter")
     parser.add_argument("--series", metavar="KEY", default="norm", help="one line per value of it (default: norm)")
     parser.add_argument("--heatmap", nargs=2, metavar=("ROW_KEY", "COLUMN_KEY"),
                         help="grid of the final metric over two hyperparameters")
     parser.add_argument("--notes", metavar="FILE", help="Markdown put under the title (e.g. the paper's claim)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the diagnostics callbacks' figures")
+    parser.add_argument("--no-bands", action="store_true", help="skip the percentile bands")
     return parser
 
 
@@ -169,12 +207,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     runs = load_runs(args.run_dirs)
     options = ReportOptions(
         title=args.title, curves=args.curves, columns=args.columns, metric=args.metric, error=args.error,
-        diagnostics=not args.no_diagnostics, bands=args.bands,
+        diagnostics=not args.no_diagnostics, bands=() if args.no_bands else args.bands,
         versus=(args.versus, args.series) if args.versus else None,
         heatmap=tuple(args.heatmap) if args.heatmap else None,
         notes=read_notes(args.notes),
     )
     report = write_report(runs, writable_folder(args.out, "--out"), options)
-    diverged = sum(run.status == "diverged" for run in runs)
-    print(f"normzoo report: {len(runs)} runs ({diverged} diverged) -> {report}", flush=True)
+    fits, evaluations = split_evaluations(runs)
+    diverged = sum(run.status == "diverged" for run in fits)
+    evaluated = f", {len(evaluations)} evaluations of checkpoints" if evaluations else ""
+    print(f"normzoo report: {len(fits)} runs ({diverged} diverged){evaluated} -> {report}", flush=True)
     return report

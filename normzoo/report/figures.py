@@ -1,7 +1,14 @@
 """Comparison figures of runs, drawn with matplotlib's object API (no pyplot state, Agg PNGs).
 
-Every run keeps one colour across all figures; a diverged run is drawn dashed, with an
-``x`` where it diverged and "(diverged)" after its name.
+Every run keeps one colour across all figures, TensorBoard's own: the SCALARS and CUSTOM
+SCALARS dashboards colour runs from ``TENSORBOARD_PALETTE`` in the order TensorBoard lists
+them (by the time of their first event, then by name), and so does the report, so a run
+given to both has the same colour in both. A diverged run is drawn dashed, with an ``x``
+where it diverged and "(diverged)" after its name.
+
+Figures are legible at their size: at least ``MIN_WIDTH`` inches (640 px at 100 dpi) wide,
+their axes labelled with units, saved with a tight bounding box so no title, tick label or
+minus sign is cut. Each ``plot_*`` saves the figure that its ``draw_*`` returns.
 """
 
 from __future__ import annotations
@@ -9,17 +16,39 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from normzoo.report.runs import Run, matching_tags
+from normzoo.callbacks.figures import BAND_Y_LABEL, draw_percentile_bands
+from normzoo.report.runs import EVENT_GLOB, Run, matching_tags
 from normzoo.report.tables import Pivot, format_hparam
 
 DIAGNOSTIC_TAG = re.compile(r"^diagnostics/(?P<callback>[^/]+)/(?:(?P<layer>.+)/)?(?P<stat>[^/]+)$")
 MAX_PANELS = 8
 PERCENTILE_STAT = re.compile(r"^p\d+(\.\d+)?$")
+MIN_WIDTH = 6.4
+"""Inches: 640 px at the 100 dpi of the PNGs, for a figure of one panel."""
+TENSORBOARD_PALETTE = ("#ff7043", "#0077bb", "#cc3311", "#33bbee", "#ee3377", "#009988", "#bbbbbb")
+"""TensorBoard's run colours (``tensorboardColorBlindAssist`` of its SCALARS and CUSTOM SCALARS), in order."""
+STAT_LABELS = {
+    "mean": "mean (input units)", "std": "std (input units)",
+    "w1_prev": "W1 to the previous measurement (input units)", "w1_first": "W1 to the first measurement (input units)",
+    "saturated_fraction": "saturated fraction (0-1)", "dead_fraction": "dead fraction of units (0-1)",
+    "grad_norm": "gradient L2 norm", "entropy": "entropy (nats)",
+    "update_ratio_log10": "log10(update / weight)", "lr_grad_ratio_log10": "log10(lr x grad / weight)",
+    "cosine": "cosine similarity", "l2_diff": "gradient change (L2)", "relative_l2_diff": "relative gradient change",
+    "loss": "loss", "loss_min": "loss", "loss_max": "loss", "loss_variation": "loss range (max - min)",
+    "grad_change_min": "gradient change (L2)", "grad_change_max": "gradient change (L2)",
+    "beta_smoothness": "grad change / step length", "mean_gap": "gap (in running stds)", "var_gap": "relative gap",
+    "loss_gap": "loss gap (train - eval)", "acc_gap": "accuracy gap (train - eval)", "output_gap": "relative L2 gap",
+}
+"""The y label, with its unit, of a diagnostics statistic; others are labelled with their name."""
 
 
 def file_name(tag: str) -> str:
@@ -28,8 +57,22 @@ def file_name(tag: str) -> str:
 
 
 def run_colors(runs: Sequence[Run]) -> dict[str, str]:
-    palette = [f"C{i}" for i in range(10)]
-    return {run.label: palette[i % len(palette)] for i, run in enumerate(runs)}
+    """Each run's colour, as TensorBoard's SCALARS gives it: the palette in the order of the runs' first
+    events (then of their paths), repeating after 7 runs, as TensorBoard does."""
+    ordered = sorted(runs, key=lambda run: (first_event_time(run.path), str(run.path)))
+    return {run.label: TENSORBOARD_PALETTE[i % len(TENSORBOARD_PALETTE)] for i, run in enumerate(ordered)}
+
+
+@lru_cache(maxsize=1024)
+def first_event_time(run_dir: Path) -> float:
+    """The wall time of a run folder's first event, TensorBoard's start time of the run (inf if none)."""
+    times = []
+    for path in sorted(Path(run_dir).glob(EVENT_GLOB)):
+        try:
+            times += [event.wall_time for event, _ in zip(EventFileLoader(str(path)).Load(), range(1), strict=False)]
+        except (OSError, ValueError):  # a truncated file: the other files, or inf
+            continue
+    return min(times, default=math.inf)
 
 
 def legend_name(run: Run) -> str:
@@ -38,22 +81,29 @@ def legend_name(run: Run) -> str:
 
 def plot_curves(runs: Sequence[Run], tag: str, path: Path, log_y: bool = False) -> Path | None:
     """One line per run of ``tag`` over steps; None (and no file) if no run logged it."""
+    figure = draw_curves(runs, tag, log_y)
+    return None if figure is None else _save(figure, path)
+
+
+def draw_curves(runs: Sequence[Run], tag: str, log_y: bool = False) -> Figure | None:
+    """The figure of ``plot_curves``, unsaved; None if no run logged ``tag``."""
     present = [run for run in runs if tag in run.scalars]
     if not present:
         return None
     colors = run_colors(runs)
-    figure = Figure(figsize=(6.4, 4.0))
+    figure = Figure(figsize=(MIN_WIDTH, 4.0))
     axis = figure.subplots()
     for run in present:
         _plot_series(axis, run, tag, colors[run.label], legend_name(run))
     axis.set_xlabel("step")
-    axis.set_ylabel(tag.rsplit("/", 1)[-1])
-    if log_y and _all_positive(present, tag):
+    scale = log_y and _all_positive(present, tag)
+    axis.set_ylabel(tag.rsplit("/", 1)[-1] + (" (log scale)" if scale else ""))
+    if scale:
         axis.set_yscale("log")
-    axis.set_title(tag, fontsize=9 if len(tag) > 40 else 12)
+    axis.set_title(tag, fontsize=9 if len(tag) > 60 else 12)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
-    return _save(figure, path)
+    axis.legend(fontsize=8, loc="best")
+    return figure
 
 
 def diagnostic_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[str]]:
@@ -74,12 +124,17 @@ def diagnostic_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[str]]:
 
 def plot_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Sequence[str], path: Path) -> Path:
     """One panel per layer (at most ``MAX_PANELS``, spread over the network), one line per run."""
-    if len(layers) > MAX_PANELS:
-        layers = [layers[round(i * (len(layers) - 1) / (MAX_PANELS - 1))] for i in range(MAX_PANELS)]
+    return _save(draw_diagnostic(runs, callback, stat, layers), path)
+
+
+def draw_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Sequence[str]) -> Figure:
+    """The figure of ``plot_diagnostic``, unsaved: the layers' panels share their y scale, as runs and
+    layers are compared; the legend (the runs) is below them."""
+    layers = spread(layers, MAX_PANELS)
     columns = min(4, len(layers))
     rows = math.ceil(len(layers) / columns)
-    figure = Figure(figsize=(3.4 * columns, 2.6 * rows + 0.6))
-    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    figure = Figure(figsize=(max(MIN_WIDTH, 3.4 * columns), 2.6 * rows + 0.8))
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True).flatten()
     colors = run_colors(runs)
     for axis, layer in zip(axes, layers, strict=False):
         tag = "/".join(part for part in ("diagnostics", callback, layer, stat) if part)
@@ -87,58 +142,92 @@ def plot_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Seque
             if tag in run.scalars:
                 _plot_series(axis, run, tag, colors[run.label], legend_name(run))
         axis.set_title(layer or stat, fontsize=8)
-        axis.tick_params(labelsize=7)
+        axis.tick_params(labelsize=7, labelleft=True)
         axis.grid(alpha=0.3)
     for axis in axes[len(layers):]:
         axis.set_visible(False)
+    for axis in axes[(rows - 1) * columns:]:
+        axis.set_xlabel("step", fontsize=8)
+    for axis in axes[::columns]:
+        axis.set_ylabel(STAT_LABELS.get(stat, stat), fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     legend_rows = math.ceil(len(labels) / 4)
-    figure.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=7)
+    figure.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8)
     figure.suptitle(f"{callback}: {stat} over steps")
     height = figure.get_figheight()  # fixed margins: tight_layout costs seconds on a grid of panels
-    figure.subplots_adjust(left=0.07, right=0.98, top=1 - 0.5 / height, bottom=(0.45 + 0.18 * legend_rows) / height,
-                           hspace=0.45, wspace=0.3)
-    return _save(figure, path)
+    figure.subplots_adjust(left=0.6 / figure.get_figwidth() + 0.04, right=0.98, top=1 - 0.5 / height,
+                           bottom=(0.55 + 0.2 * legend_rows) / height, hspace=0.5, wspace=0.3)
+    return figure
+
+
+def spread(items: Sequence[str], most: int) -> list[str]:
+    """``items``, or ``most`` of them spread evenly from the first to the last."""
+    if len(items) <= most:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (most - 1))] for i in range(most)]
 
 
 def band_prefixes(runs: Sequence[Run], pattern: str) -> list[str]:
     """The tag prefixes with ``p<q>`` percentiles that ``pattern`` names (``*``: see ``matching_tags``).
 
     ``diagnostics/activation_drift/*`` is the layer ``ActivationDrift(layers=["last"])`` resolved to.
-    A pattern that names none is returned as it is, so the report says that nothing was logged under it.
+    A pattern that names none is returned as it is (``unknown_band_patterns`` tells them apart).
     """
     tags = matching_tags(runs, pattern.rstrip("/") + "/*") if "*" in pattern else []
     found = [tag.rsplit("/", 1)[0] for tag in tags if PERCENTILE_STAT.match(tag.rsplit("/", 1)[1])]
     return list(dict.fromkeys(found)) or [pattern]
 
 
-def plot_bands(runs: Sequence[Run], prefix: str, path: Path) -> Path | None:
-    """Percentile bands of ``prefix/p<q>`` tags (Ioffe & Szegedy Fig 1): a panel per run.
+def all_band_prefixes(runs: Sequence[Run]) -> list[str]:
+    """Every tag prefix under which a run logged ``p<q>`` percentiles (each ActivationDrift layer), in
+    the order first logged."""
+    found = [tag.rsplit("/", 1)[0] for run in runs for tag in run.scalars
+             if "/" in tag and PERCENTILE_STAT.match(tag.rsplit("/", 1)[1])]
+    return list(dict.fromkeys(found))
 
-    The lowest and highest percentile bound the shaded band; every percentile is a line.
+
+def unknown_band_patterns(runs: Sequence[Run], patterns: Sequence[str]) -> list[str]:
+    """The ``--bands`` patterns under which no run logged percentiles."""
+    known = set(all_band_prefixes(runs))
+    return [pattern for pattern in patterns if not known & set(band_prefixes(runs, pattern))]
+
+
+def plot_bands(runs: Sequence[Run], prefix: str, path: Path) -> Path | None:
+    """Percentile bands of ``prefix/p<q>`` tags (Ioffe & Szegedy Fig 1): a panel per run, one y scale."""
+    figure = draw_bands(runs, prefix)
+    return None if figure is None else _save(figure, path)
+
+
+def draw_bands(runs: Sequence[Run], prefix: str) -> Figure | None:
+    """The figure of ``plot_bands``, unsaved; None if no run logged percentiles under ``prefix``.
+
+    Each panel is a run, in the run's colour and titled with its name; the panels share the y
+    scale. The lowest and highest percentile bound the shaded band; every percentile is a line.
     """
     prefix = prefix.rstrip("/")
     present = [(run, _percentile_tags(run, prefix)) for run in runs]
     present = [(run, tags) for run, tags in present if tags]
     if not present:
         return None
-    figure = Figure(figsize=(3.6 * len(present), 3.2))
-    axes = figure.subplots(1, len(present), squeeze=False, sharey=True)[0]
-    for axis, (run, tags) in zip(axes, present, strict=True):
-        for quantile, tag in tags:
-            series = run.scalars[tag]
-            axis.plot(series.steps, series.values, label=f"p{quantile:g}", lw=1.2)
-        low, high = run.scalars[tags[0][1]], run.scalars[tags[-1][1]]
-        if low.steps == high.steps:
-            axis.fill_between(low.steps, low.values, high.values, alpha=0.15)
-        axis.set_title(legend_name(run), fontsize=9)
-        axis.set_xlabel("step")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("input value")
-    axes[0].legend(fontsize=7)
-    figure.suptitle(f"percentiles of {prefix.split('/')[-1]}'s input", fontsize=10)
-    figure.tight_layout()
-    return _save(figure, path)
+    colors = run_colors(runs)
+    columns = min(4, len(present))
+    rows = math.ceil(len(present) / columns)
+    figure = Figure(figsize=(max(MIN_WIDTH, 3.4 * columns), 2.8 * rows + 0.8), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True).flatten()
+    for axis, (run, tags) in zip(axes, present, strict=False):
+        steps = run.scalars[tags[0][1]].steps
+        aligned = {q: run.scalars[tag].values for q, tag in tags if run.scalars[tag].steps == steps}
+        draw_percentile_bands(axis, steps, aligned, colors[run.label])
+        axis.set_title(legend_name(run), fontsize=9, color=colors[run.label])
+        axis.tick_params(labelsize=8, labelleft=True)
+        axis.set_xlabel("step", fontsize=8)
+    for axis in axes[len(present):]:
+        axis.set_visible(False)
+    for axis in axes[::columns]:
+        axis.set_ylabel(BAND_Y_LABEL, fontsize=8)
+    axes[0].legend(fontsize=7, loc="best")
+    figure.suptitle(f"percentiles of the input of {prefix.split('/')[-1]}", fontsize=10)
+    return figure
 
 
 def plot_versus(table: Pivot, path: Path, log_x: bool | None = None) -> Path:
@@ -218,9 +307,22 @@ def _all_positive(runs: Sequence[Run], tag: str) -> bool:
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    """Write the PNG; its ``Legend`` text chunk lists the legend entries and panel titles (the runs drawn)."""
+    """Write the PNG; its ``Legend`` text chunk lists the legend entries and panel titles (the runs drawn).
+
+    The saved area is the drawn artists' own bounding box, so nothing is clipped, widened
+    to ``MIN_WIDTH`` where it is narrower.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = {label for axis in figure.axes for label in axis.get_legend_handles_labels()[1]}
     labels |= {axis.get_title() for axis in figure.axes if axis.get_visible() and axis.get_title()}
-    figure.savefig(path, dpi=100, metadata={"Legend": "; ".join(sorted(labels))})
+    figure.savefig(path, dpi=100, bbox_inches=_saved_area(figure), metadata={"Legend": "; ".join(sorted(labels))})
     return path
+
+
+def _saved_area(figure: Figure, pad: float = 0.15) -> Bbox:
+    """The figure's tight bounding box in inches, padded, at least ``MIN_WIDTH`` wide."""
+    FigureCanvasAgg(figure)
+    figure.draw_without_rendering()  # lays out constrained figures, as savefig would
+    box = figure.get_tightbbox(figure.canvas.get_renderer()).padded(pad)
+    extra = max(0.0, MIN_WIDTH - box.width) / 2
+    return Bbox.from_extents(box.x0 - extra, box.y0, box.x1 + extra, box.y1)

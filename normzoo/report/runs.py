@@ -2,7 +2,9 @@
 
 A run is a folder holding ``events.out.tfevents.*`` files (a resumed run holds several;
 where the same step was logged twice, the newer file wins), usually with the
-``hparams.yaml`` that ``NormClassifier`` saves beside it.
+``hparams.yaml`` that ``NormClassifier`` saves beside it. A folder that also holds an
+``evaluation.yaml`` is an evaluation of a checkpoint (``normzoo validate/test/predict``,
+see ``normzoo.evaluation``): ``Run.evaluation`` says what it evaluated.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from normzoo.callbacks.divergence import COMPLETED_TAG, DIVERGED_TAG
 from normzoo.errors import ConfigError
+from normzoo.evaluation import Evaluation, read_evaluation
 from normzoo.tb_logging import flatten
 
 EVENT_GLOB = "events.out.tfevents.*"
@@ -53,6 +56,13 @@ class Run:
     scalars: dict[str, Series] = field(repr=False)
     broken: str | None = None
     """Why part of the run's record could not be read (its hyperparameters are then unknown)."""
+    evaluation: Evaluation | None = None
+    """What the folder evaluated, for an evaluation of a checkpoint; None for a fit run."""
+
+    @property
+    def fit_run_dir(self) -> Path | None:
+        """For an evaluation, the folder of the fit run whose checkpoint it evaluated (None if unknown)."""
+        return None if self.evaluation is None else self.evaluation.fit_run_dir(self.path)
 
     @property
     def diverged_at(self) -> int | None:
@@ -134,7 +144,16 @@ def load_run(run_dir: Path, label: str | None = None) -> Run:
         hparams, broken = read_hparams(run_dir), None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:  # one bad record does not sink the report
         hparams, broken = {}, f"unreadable hparams.yaml ({str(error).splitlines()[0]})"
-    return Run(Path(run_dir), label or run_dir.name, hparams, scalars, broken)
+    try:
+        evaluation = read_evaluation(run_dir)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, ValueError) as error:
+        evaluation, broken = None, broken or f"unreadable evaluation.yaml ({str(error).splitlines()[0]})"
+    return Run(Path(run_dir), label or run_dir.name, hparams, scalars, broken, evaluation)
+
+
+def split_evaluations(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
+    """``runs`` as (fit runs, evaluations of checkpoints), each in the given order."""
+    return [run for run in runs if run.evaluation is None], [run for run in runs if run.evaluation is not None]
 
 
 def matching_tags(runs: Sequence[Run], pattern: str) -> list[str]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from normzoo.report.runs import Run
 
 MISSING = "–"
 DIVERGED = "diverged"
+EVALUATION_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss")
+"""The metrics an evaluation of a checkpoint shows, those it logged."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,26 @@ def runs_table(runs: Sequence[Run], hparams: Sequence[str], metrics: Sequence[Me
          *(format_number(metric.of(run)) for metric in metrics)]
         for run in runs
     ]
+    return markdown_table(header, rows)
+
+
+def evaluations_table(evaluations: Sequence[Run], runs: Sequence[Run]) -> str:
+    """One row per evaluation of a checkpoint: the fit run it evaluated, how, which checkpoint and step, its metrics.
+
+    The fit run is named by its label when it is among ``runs``, else by its folder; ``logs``
+    is the evaluation's own folder.
+    """
+    labels = {run.path.resolve(): run.label for run in runs}
+    tags = [tag for tag in EVALUATION_METRICS if any(tag in run.scalars for run in evaluations)]
+    header = ["fit run", "evaluation", "checkpoint", "step", *tags, "logs"]
+    rows = []
+    for run in evaluations:
+        if run.evaluation is None:
+            continue
+        fit = run.fit_run_dir
+        rows.append([labels.get(fit, MISSING if fit is None else str(fit)), run.evaluation.command,
+                     Path(run.evaluation.checkpoint).name, str(run.evaluation.step),
+                     *(format_number(run.final(tag)) for tag in tags), run.label])
     return markdown_table(header, rows)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from normzoo.errors import ConfigError
+from normzoo.files import write_atomically
 from normzoo.report.runs import load_run
 from normzoo.studies.estimate import estimate_runs, format_duration, schedule_seconds
 from normzoo.studies.spec import Mode, PlannedRun, Study, is_finished, plan_runs, resume_args, study_root
@@ -200,7 +201,7 @@ def check_overrides(root: Path, extra_args: Sequence[str]) -> None:
             )
         return
     root.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(list(extra_args)))
+    write_atomically(record, json.dumps(list(extra_args)))
 
 
 BUSY = -1

@@ -77,12 +77,14 @@ def test_every_callback_logs_for_a_user_module(tmp_path, trainer_kwargs):
     assert "diagnostics/activation_drift/features.5/bands" in tags["images"]
     assert "diagnostics/dead_units/features.5/saturation" in tags["images"]
 
-    layout = custom_scalars_layout(events)  # one chart per layer, so runs overlay layer by layer
+    layout = custom_scalars_layout(events)  # a chart per (layer, family), so runs overlay layer by layer
     assert set(layout) == {f"diagnostics/{name}" for name in ("activation_drift", "dead_units", "gradient_flow",
                                                              "running_stats", "gradient_ics", "loss_landscape")}
-    assert set(layout["diagnostics/activation_drift"]) == {"features.2", "features.5"}
-    assert set(layout["diagnostics/loss_landscape"]) == {"loss_variation", "gradient_predictiveness",
-                                                         "beta_smoothness"}
+    assert set(layout["diagnostics/activation_drift"]) == {
+        f"{layer}: {family}" for layer in ("features.2", "features.5")
+        for family in ("p50 in p15-p85", "mean, std", "w1 distance")}
+    assert set(layout["diagnostics/loss_landscape"]) == {"loss, band: range along the step", "loss_variation",
+                                                         "gradient_predictiveness", "beta_smoothness"}
     for charts in layout.values():
         for regexes in charts.values():
             assert any(re.search(regex, tag) for regex in regexes for tag in tags["scalars"]), regexes
