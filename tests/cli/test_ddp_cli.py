@@ -4,11 +4,13 @@
 ``python -m normzoo``. Each run writes one config and one event file, and with a
 batch-independent norm (ln here; gn, in and none alike) two ranks with batch B train exactly like one process with
 batch 2B: the seeded shuffle deals each step's 2B samples to the ranks, gradients average.
+Their redirected output is one plain line per epoch, printed by rank zero alone.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +22,21 @@ from tests.tb_events import load_events, scalar_series
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "normzoo")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # every C0 control but \t and \n, and DEL
 
 
 def fit(tmp_path: Path, name: str, norm: str, devices: int, strategy: str, launcher: list[str]) -> Path:
     command = [*launcher, "fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path),
                "--run_name", name, "--model.norm", norm, "--trainer.accelerator", "cpu",
                "--trainer.devices", str(devices), "--trainer.strategy", strategy, "--trainer.max_epochs", "2",
-               "--trainer.limit_train_batches", "12", "--trainer.enable_progress_bar", "false",
+               "--trainer.limit_train_batches", "12",
                "--data.batch_size", str(32 // devices), "--data.eval_batch_size", str(100 // devices)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
+    # redirected output: one plain line per epoch, from rank zero alone (normzoo.progress.LineProgressBar)
+    assert not CONTROL.findall(result.stdout + result.stderr)
+    assert re.findall(r"^epoch (\d+)/2  step (\d+)  ", result.stdout, flags=re.MULTILINE) == [("1", "12"), ("2", "24")]
     return tmp_path / name
 
 

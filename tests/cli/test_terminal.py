@@ -109,12 +109,3 @@ def test_the_cli_writes_lines_when_redirected_and_enable_progress_bar_false_turn
         quiet = NormZooCLI(args=[*common, "--trainer.enable_progress_bar", "false"], run=False)
     assert [type(cb) for cb in redirected.trainer.callbacks if isinstance(cb, ProgressBar)] == [LineProgressBar]
     assert not [cb for cb in quiet.trainer.callbacks if isinstance(cb, ProgressBar)]
-
-
-@pytest.mark.slow
-def test_under_ddp_rank_zero_alone_writes_the_lines(tmp_path):
-    text = redirected_fit(tmp_path, "--trainer.limit_train_batches", "4", "--trainer.devices", "2",
-                          "--trainer.strategy", "ddp", "--trainer.log_every_n_steps", "2")
-    assert not CONTROL.findall(text)
-    lines = progress_lines(text)
-    assert [line.split("  train/loss")[0] for line in lines] == ["epoch 1/2  step 4", "epoch 2/2  step 8"]
