@@ -15,7 +15,7 @@ What it adds to LightningCLI:
 - a ``NormZooCheckpoint`` keeps ``last.ckpt`` (the newest state) and the best ``val/acc``
   (``--checkpoint.*``), every file written atomically (``AtomicCheckpointIO``);
 - ``StopOnDivergence`` ends a run whose training loss turns NaN/inf and marks it
-  ``run/diverged`` in its logs (``--divergence.check_every_n_steps``);
+  ``zoo/run/diverged`` in its logs (``--divergence.check_every_n_steps``);
 - ``normzoo report RUN_DIR...`` compares finished runs in figures and a Markdown table
   (``normzoo.report``);
 - ``normzoo study NAME`` runs a study of the catalog, its fits side by side and then its

@@ -28,6 +28,8 @@ def test_readme_python_examples_run(monkeypatch, tmp_path):
     assert namespace["logits"].shape == (8, 10)
     assert namespace["trainer"].global_step == 50  # the user's own LightningModule trained with normzoo parts
     assert [record["step"] for record in namespace["diagnostics"][1].history] == [0.0, 25.0]
+    without_bn, with_bn = (namespace["reports"][norm].layers[-1].stable_rank for norm in ("none", "bn"))
+    assert without_bn < 1.2 and 2.0 < with_bn < 4.0  # "~1.0: every sample on one line; ~3 with BN"
     assert list((tmp_path / "runs" / "mine" / "lightning_logs" / "version_0").glob("events.out.tfevents.*"))
 
     from normzoo.models import MLP
@@ -90,10 +92,9 @@ def glossary_patterns() -> list[re.Pattern]:
         names = re.findall(r"`([^`]+)`", row)
         prefix = names[0].rsplit("/", 1)[0] + "/"
         for name in [names[0], *(name if "/" in name else prefix + name for name in names[1:])]:
-            if "/" in name and not name.startswith(("train/", "val/", "test/", "bn/", "run/")):
-                name = "diagnostics/" + name
-            regex = re.escape(name).replace(re.escape("<layer>"), ".+").replace(re.escape("<parameter>"), ".+")
-            patterns.append(re.compile(regex.replace(re.escape("<norm layer>"), ".+") + "$"))
+            if "/" in name and not name.startswith(("train/", "val/", "test/", "zoo/")):
+                name = "zoo/" + name
+            patterns.append(re.compile(re.escape(name).replace(re.escape("<layer>"), "[^/]+") + "$"))
     return patterns
 
 

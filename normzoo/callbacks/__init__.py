@@ -1,4 +1,4 @@
-"""Diagnostics callbacks that work with any LightningModule, logging under ``diagnostics/<callback>/<layer>/<stat>``.
+"""Diagnostics callbacks that work with any LightningModule, logging under ``zoo/<callback>/<layer>/<stat>``.
 
 - ``ActivationDrift``: internal covariate shift as distribution drift (Ioffe & Szegedy Fig 1).
 - ``GradientICS``: internal covariate shift as gradient change (Santurkar et al. Definition 2.1).
@@ -6,9 +6,14 @@
 - ``RunningStatsConvergence``: BN running statistics vs the population, train/eval gap.
 - ``LossLandscape``: loss variation, gradient predictiveness, beta-smoothness (Santurkar Fig 4).
 - ``GradientFlow``: gradient norms, real and lr*grad update-to-data ratios, entropy of normalized outputs.
+- ``Sharpness``: the top Hessian eigenvalue against 2/lr, the Hessian trace, spherical sharpness (train mode).
+- ``EffectiveLR``: weights that feed a norm: effective learning rate, angular update and its equilibrium.
+- ``PreciseBNGap``: validation with BN's EMA statistics against precise ones (Wu & Johnson 2021).
+- ``SignalPropagation``: signal propagation at initialization (channel moments, rank collapse, gradients,
+  residual branch against skip).
 
 ``StopOnDivergence`` is not a diagnostic: it ends a run whose loss turns NaN/inf and marks
-it ``run/diverged`` (the ``normzoo`` CLI always adds it).
+it ``zoo/run/diverged`` (the ``normzoo`` CLI always adds it).
 
 Shared pieces: ``normzoo.callbacks.base`` (the ``Diagnostic`` base: cadence, history,
 layout, failure policy; ``ProbeDiagnostic`` for a fixed probe batch; ``LossDiagnostic``
@@ -24,20 +29,28 @@ from normzoo.callbacks.activation_drift import ActivationDrift
 from normzoo.callbacks.base import Diagnostic, LossDiagnostic, ProbeDiagnostic
 from normzoo.callbacks.dead_units import DeadUnits
 from normzoo.callbacks.divergence import StopOnDivergence
+from normzoo.callbacks.effective_lr import EffectiveLR
 from normzoo.callbacks.gradient_flow import GradientFlow
 from normzoo.callbacks.gradient_ics import GradientICS
 from normzoo.callbacks.loss_landscape import LossLandscape
+from normzoo.callbacks.precise_bn import PreciseBNGap
 from normzoo.callbacks.running_stats import RunningStatsConvergence
+from normzoo.callbacks.sharpness import Sharpness
+from normzoo.callbacks.signal_propagation import SignalPropagation
 
 __all__ = [
     "ActivationDrift",
     "DeadUnits",
     "Diagnostic",
+    "EffectiveLR",
     "GradientFlow",
     "GradientICS",
     "LossDiagnostic",
     "LossLandscape",
+    "PreciseBNGap",
     "ProbeDiagnostic",
     "RunningStatsConvergence",
+    "Sharpness",
+    "SignalPropagation",
     "StopOnDivergence",
 ]

@@ -41,7 +41,7 @@ class ActivationDrift(ProbeDiagnostic):
     the numbers describe the union of the shards; rank zero writes.
 
     Logged metrics (``<layer>`` is the site name):
-        ``diagnostics/activation_drift/<layer>/p<q>`` for each percentile ``q``,
+        ``zoo/activation_drift/<layer>/p<q>`` for each percentile ``q``,
         ``.../mean``, ``.../std``, ``.../w1_prev`` (1-Wasserstein distance to the previous
         measurement), ``.../w1_first`` (to the first one). At the end of training, with a
         TensorBoard logger, a figure of the percentile bands over steps (``.../bands``), titled

@@ -3,8 +3,10 @@ batch; ``LossDiagnostic``: those that evaluate the training loss around an optim
 
 A new diagnostic subclasses one of them and implements its measurement. The base gives it:
 
-- a name and its tag prefix ``diagnostics/<name>``, a cadence (``every_n_steps`` optimizer
+- a name and its tag prefix ``zoo/<name>`` (``normzoo.tags``), a cadence (``every_n_steps`` optimizer
   steps, from ``trainer.global_step``, so gradient accumulation is safe; step 0 included);
+- layer names: a measured part (an activation, a norm, a weight) is tagged with the name of its
+  layer, the same in every callback (``name_layers``, ``normzoo.callbacks.layer_names``);
 - ``record``: the one host sync of a measurement, its history (one record per measured step,
   kept in checkpoints, so a resumed run continues its curves) and the logging;
 - the TensorBoard custom-scalars layout: a chart per (layer, statistic family), from ``families``
@@ -38,6 +40,7 @@ from normzoo.callbacks.capture import (
     site_root,
 )
 from normzoo.callbacks.evaluate import Evaluation, ForwardFn, LossFn, ModelEvaluation
+from normzoo.callbacks.layer_names import layer_names
 from normzoo.callbacks.layout import Charts, chart_per_group, family_charts, write_layout
 from normzoo.callbacks.objective import MicroBatch, StepObjective
 from normzoo.callbacks.probe import (
@@ -51,6 +54,7 @@ from normzoo.callbacks.probe import (
     swapped_in,
 )
 from normzoo.errors import ConfigError, DiagnosticError, NormZooError
+from normzoo.tags import tag
 
 
 class Diagnostic(L.Callback):
@@ -78,10 +82,11 @@ class Diagnostic(L.Callback):
         self.last_step = -1
         self.stopped: str | None = None
         self.groups: list[str] = []
+        self.layer_of: dict[str, str] = {}
 
     @property
     def prefix(self) -> str:
-        return f"diagnostics/{self.name}"
+        return tag(self.name)
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is one to measure (and was not measured yet, and measuring has not stopped)."""
@@ -92,6 +97,23 @@ class Diagnostic(L.Callback):
         if not self.families:
             return chart_per_group(self.name, self.groups)
         return family_charts(self.name, self.groups, self.families)
+
+    def layer(self, part: str) -> str:
+        """The layer name a measured part is tagged with (the part itself until ``name_layers`` named it)."""
+        return self.layer_of.get(part, part)
+
+    def name_layers(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                    *parts: Mapping[str, str | None]) -> None:
+        """Name the layers of the measured parts, and make them the chart groups.
+
+        Each mapping holds parts whose statistics share names (part -> its weight layer, or None),
+        so that two of them never get one name (``normzoo.callbacks.layer_names.layer_names``).
+        """
+        self.layer_of = {}
+        for family in parts:
+            self.layer_of.update(layer_names(pl_module, family))
+        groups = [self.layer(part) for family in parts for part in family]
+        self.set_groups(trainer, pl_module, list(dict.fromkeys(groups)))
 
     def set_groups(self, trainer: L.Trainer, pl_module: L.LightningModule, groups: Sequence[str]) -> None:
         """Name the measured layers; the layout is written again when they change."""
@@ -107,7 +129,7 @@ class Diagnostic(L.Callback):
         """
         values = torch.stack([v.detach().reshape(()).to(torch.float64) for v in stats.values()]).tolist() \
             if stats else []
-        record = {key: value for key, value in zip(stats, values, strict=True)
+        record = {self._layer_key(key): value for key, value in zip(stats, values, strict=True)
                   if not finite_only or math.isfinite(value)}
         self.history.append({"step": float(step), **record})
         self.last_step = step
@@ -115,6 +137,11 @@ class Diagnostic(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         return record
+
+    def _layer_key(self, key: str) -> str:
+        """``"<part>/<stat>"`` with the part replaced by its layer's name."""
+        part, separator, stat = key.partition("/")
+        return f"{self.layer(part)}/{stat}" if separator else key
 
     @contextmanager
     def failure_policy(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> Iterator[None]:
@@ -157,12 +184,14 @@ class Diagnostic(L.Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "last_step": self.last_step, "groups": self.groups}
+        return {"history": self.history, "last_step": self.last_step, "groups": self.groups,
+                "layer_of": self.layer_of}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history, self.last_step = state_dict["history"], state_dict["last_step"]
         self.groups = state_dict.get("groups", [])
+        self.layer_of = state_dict.get("layer_of", {})
 
     def _write_layout_once(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         diagnostics = [callback for callback in trainer.callbacks if isinstance(callback, Diagnostic)]
@@ -304,6 +333,9 @@ class ProbeDiagnostic(Diagnostic):
                     return
                 with capture(pl_module, self.sites, self.hooked, self.captures_activations()) as captured:
                     evaluation = self.probe_forward(trainer, pl_module)
+                if not self.layer_of:
+                    parts = [*self.sites, *self.hooked]
+                    self.name_layers(trainer, pl_module, {part: captured.weight_of.get(part) for part in parts})
                 stats = self.measure(trainer, pl_module, captured, evaluation, step)
             self.record(trainer, step, stats)
 
@@ -336,7 +368,6 @@ class ProbeDiagnostic(Diagnostic):
             if not sites:
                 self.stop(trainer, self.nothing_to_watch(pl_module))
         self.sites = sites
-        self.set_groups(trainer, pl_module, sites)
 
 
 class LossDiagnostic(Diagnostic):

@@ -13,7 +13,8 @@ site computed several times per forward gets one name per call, in call order:
 ``layer1.0.relu``, ``layer1.0.relu#2``, ... (torchvision's BasicBlock calls its ReLU twice,
 on different inputs; pooling them would mix two distributions). Other named layers
 (``layers=["features.1"]``, a BN layer) have their inputs captured by a forward pre-hook,
-per call in the same way.
+per call in the same way. Each capture also notes the weight layer called last before it, which
+names the layer in the tags.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+
+from normzoo.callbacks.layer_names import LastWeightLayer, tracking_weight_layers
 
 ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                       nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish)
@@ -49,11 +52,14 @@ def site_root(name: str) -> str:
 
 
 class Captured(dict):
-    """Site name -> the captured input (detached copy), plus each site's activation kind."""
+    """Site name -> the captured input (detached copy), plus each site's activation kind and the weight
+    layer the forward called last before it (``normzoo.callbacks.layer_names``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight_layers: LastWeightLayer | None = None) -> None:
         super().__init__()
         self.kinds: dict[str, str | None] = {}
+        self.weight_of: dict[str, str | None] = {}
+        self._weight_layers = weight_layers or LastWeightLayer()
         self._calls: dict[str, int] = {}
 
     def add(self, root: str, kind: str | None, value: Tensor, wanted: set[str] | None) -> None:
@@ -62,6 +68,7 @@ class Captured(dict):
         self._calls[root] = calls
         name = root if calls == 1 else f"{root}#{calls}"
         self.kinds[name] = kind
+        self.weight_of[name] = self._weight_layers.last
         if wanted is None or name in wanted:
             self[name] = value.detach().clone()
 
@@ -138,10 +145,10 @@ def capture(
             that are not activations, such as BN layers).
         activations: capture activation sites too.
     """
-    captured = Captured()
     wanted = None if sites is None else set(sites)
     modules = dict(model.named_modules())
     with ExitStack() as stack:
+        captured = Captured(stack.enter_context(tracking_weight_layers(model)))
         handles = [modules[name].register_forward_pre_hook(_InputRecorder(captured, name)) for name in layers]
         stack.callback(lambda: [handle.remove() for handle in handles])
         if activations:

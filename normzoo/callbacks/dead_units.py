@@ -43,8 +43,8 @@ class DeadUnits(ProbeDiagnostic):
     figure with its axes (unit index, probe sample), a colour bar, and the layer, run and
     step in its title.
 
-    Logged metrics: ``diagnostics/dead_units/<layer>/dead_fraction`` (rectifiers),
-    ``diagnostics/dead_units/<layer>/saturated_fraction`` (tanh, sigmoid).
+    Logged metrics: ``zoo/dead_units/<layer>/dead_fraction`` (rectifiers),
+    ``zoo/dead_units/<layer>/saturated_fraction`` (tanh, sigmoid).
 
     Args:
         every_n_steps: optimizer steps between measurements.
@@ -117,8 +117,9 @@ class DeadUnits(ProbeDiagnostic):
                 def draw(axis: Any, grid: Any = grid) -> None:
                     draw_saturation_map(axis, grid, self.threshold)
 
-                title = f"{name}: saturated units at step {self._map_step}"
-                add_figure(trainer, f"{self.prefix}/{name}/saturation", title, draw)
+                layer = self.layer(name)
+                title = f"{layer}: saturated units at step {self._map_step}"
+                add_figure(trainer, f"{self.prefix}/{layer}/saturation", title, draw)
         self._maps.clear()
 
 

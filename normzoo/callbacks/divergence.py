@@ -15,12 +15,13 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from normzoo import tags
 from normzoo.batches import NonFiniteInputs
 from normzoo.callbacks.evaluate import step_loss
 from normzoo.errors import ConfigError, DataError
 
-DIVERGED_TAG = "run/diverged"
-COMPLETED_TAG = "run/completed"
+DIVERGED_TAG = tags.DIVERGED
+COMPLETED_TAG = tags.COMPLETED
 
 
 class StopOnDivergence(Callback):
@@ -34,9 +35,9 @@ class StopOnDivergence(Callback):
     them is reported at the check as an error naming the batch.
 
     Logged metrics:
-        ``run/diverged``: 1 at the step where divergence was detected; at the end of
+        ``zoo/run/diverged``: 1 at the step where divergence was detected; at the end of
         training 0 or 1 for the run as a whole.
-        ``run/completed``: 1 at the end of training (a run stopped for divergence
+        ``zoo/run/completed``: 1 at the end of training (a run stopped for divergence
         completes too); absent when a run was interrupted or killed. ``normzoo report`` and
         ``normzoo study`` read both.
 
@@ -104,7 +105,7 @@ class StopOnDivergence(Callback):
         trainer.should_stop = True
         rank_zero_warn(f"The training loss is NaN or infinite (detected at step {trainer.global_step}): "
                        "the run diverged and stops here. Lower the learning rate or the init gain, "
-                       "or use a norm; the run is marked `run/diverged` in its logs.")
+                       "or use a norm; the run is marked `zoo/run/diverged` in its logs.")
         self._log(trainer, {DIVERGED_TAG: 1.0})
 
     def _check_inputs(self, trainer: L.Trainer) -> None:

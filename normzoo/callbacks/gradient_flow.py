@@ -15,20 +15,24 @@ from typing_extensions import override
 from normzoo.callbacks.base import Diagnostic
 from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.distribution import channel_moments
+from normzoo.callbacks.layer_names import LastWeightLayer, own_weight_layer, tracking_weight_layers
 from normzoo.callbacks.layout import Charts, family_charts
-from normzoo.callbacks.probe import eager_calls, measuring, snapshot, sum_over_ranks
+from normzoo.callbacks.probe import after_next_step, eager_calls, measuring, snapshot, sum_over_ranks
 from normzoo.norms import norm_layers
 
 LOG_2_PI_E = math.log(2 * math.pi * math.e)
 
 
 class _OutputMoments:
-    """Forward hook: adds each call's per-channel count, sum and sum of squares (float64) of a layer's output."""
+    """Forward hook: adds each call's per-channel count, sum and sum of squares (float64) of a layer's output,
+    and notes the weight layer called last before the layer's first call (which names its layer)."""
 
-    def __init__(self, store: dict[str, Tensor], name: str) -> None:
-        self.store, self.name = store, name
+    def __init__(self, store: dict[str, Tensor], name: str, weight_layers: LastWeightLayer,
+                 weight_of: dict[str, str | None]) -> None:
+        self.store, self.name, self.weight_layers, self.weight_of = store, name, weight_layers, weight_of
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.weight_of.setdefault(self.name, self.weight_layers.last)
         if isinstance(output, Tensor) and output.dim() >= 2 and not measuring():  # training passes only
             moments = channel_moments(output)
             self.store[self.name] = moments + self.store[self.name] if self.name in self.store else moments
@@ -62,8 +66,8 @@ class GradientFlow(Diagnostic):
     The output hooks and the optimizer's step hook are attached only for the measured
     batch and removed after it.
 
-    Logged metrics: ``diagnostics/gradient_flow/<parameter>/{grad_norm,update_ratio_log10,
-    lr_grad_ratio_log10}``, ``diagnostics/gradient_flow/<norm layer>/entropy``.
+    Logged metrics: ``zoo/gradient_flow/<parameter>/{grad_norm,update_ratio_log10,
+    lr_grad_ratio_log10}``, ``zoo/gradient_flow/<norm layer>/entropy``.
 
     Args:
         every_n_steps: optimizer steps between measurements.
@@ -87,6 +91,7 @@ class GradientFlow(Diagnostic):
         self.norms: list[str] = []
         self._stats: dict[str, Tensor] = {}
         self._moments: dict[str, Tensor] = {}
+        self._norm_weight_layers: dict[str, str | None] = {}
         self._norm_hooks: list[RemovableHandle] = []
         self._step_hooks: list[RemovableHandle] = []
         self._eager = ExitStack()
@@ -97,8 +102,8 @@ class GradientFlow(Diagnostic):
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
         """Per weight: its gradient norm, and the two log10 ratios apart; per norm layer: its entropy."""
         families = {"grad_norm": ("grad_norm",), "log10 ratios": ("update_ratio_log10", "lr_grad_ratio_log10")}
-        return {**family_charts(self.name, self.weights, families),
-                **family_charts(self.name, self.norms, {"entropy": ("entropy",)})}
+        return {**family_charts(self.name, [self.layer(w) for w in self.weights], families),
+                **family_charts(self.name, [self.layer(n) for n in self.norms], {"entropy": ("entropy",)})}
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -136,8 +141,9 @@ class GradientFlow(Diagnostic):
         self._armed_step = step
         if self.norms and not self._norm_hooks:
             modules = dict(pl_module.named_modules())
-            self._norm_hooks = [modules[name].register_forward_hook(_OutputMoments(self._moments, name))
-                           for name in self.norms]
+            weight_layers = self._eager.enter_context(tracking_weight_layers(pl_module))
+            self._norm_hooks = [modules[name].register_forward_hook(
+                _OutputMoments(self._moments, name, weight_layers, self._norm_weight_layers)) for name in self.norms]
             self._eager.enter_context(eager_calls(pl_module))  # a compiled forward would skip the hooks
 
     @torch.no_grad()
@@ -156,14 +162,12 @@ class GradientFlow(Diagnostic):
                 (lrs[id(param)] * grad).std() / param.float().std())
         before = snapshot([p for _, p in params])
 
-        def after_step(*args: Any) -> None:
-            handle.remove()
+        def after_step() -> None:
             for (name, param), old in zip(params, before, strict=True):
                 self._stats[f"{name}/update_ratio_log10"] = torch.log10(
                     (param.detach().float() - old.float()).std() / old.float().std())
 
-        handle = optimizer.register_step_post_hook(after_step)
-        self._step_hooks.append(handle)
+        self._step_hooks.append(after_next_step(optimizer, after_step))
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After the measured step: entropies from the summed moments, then one record of the finite values."""
@@ -172,6 +176,10 @@ class GradientFlow(Diagnostic):
         step, stats, moments = self._armed_step, dict(self._stats), dict(self._moments)
         self.forget()
         with self.failure_policy(trainer, pl_module, step):
+            if not self.layer_of:
+                weights = {name: own_weight_layer(pl_module, name) for name in self.weights}
+                norms = {name: self._norm_weight_layers.get(name) for name in self.norms}
+                self.name_layers(trainer, pl_module, weights, norms)
             for name, sums in moments.items():
                 count, total, squares = sum_over_ranks(trainer, sums)
                 variance = (squares / count - (total / count) ** 2).clamp_min(1e-12)

@@ -13,6 +13,7 @@ from typing_extensions import override
 from normzoo.callbacks.base import LossDiagnostic
 from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.evaluate import LossFn
+from normzoo.callbacks.layer_names import own_weight_layer
 from normzoo.callbacks.probe import assign, preserved_state, snapshot
 from normzoo.errors import ConfigError
 from normzoo.norms.forward_order import forward_order
@@ -52,7 +53,7 @@ class GradientICS(LossDiagnostic):
     state is touched, so the run is bit-identical to one without the callback. Cost per
     measurement: one forward and a partial backward per watched layer.
 
-    Logged metrics: ``diagnostics/gradient_ics/<layer>/{l2_diff,relative_l2_diff,cosine}``.
+    Logged metrics: ``zoo/gradient_ics/<layer>/{l2_diff,relative_l2_diff,cosine}``.
 
     Args:
         every_n_steps: optimizer steps between measurements (step 0 is measured too).
@@ -136,7 +137,7 @@ class GradientICS(LossDiagnostic):
                 original = {name: [next(pieces) for _ in layer] for name, layer in weights.items()}
                 updated = 0
                 watched = self._watched(order, weights)
-                self.set_groups(trainer, pl_module, watched)
+                self.name_layers(trainer, pl_module, {name: own_weight_layer(pl_module, name) for name in watched})
                 for name in watched:
                     position = order.index(name)
                     for earlier in order[updated:position]:  # layers 1..i-1 take this step's update

@@ -41,7 +41,7 @@ class LossLandscape(LossDiagnostic):
     touched, so training continues as if nothing had been measured. Cost per measurement:
     ``num_points + 1`` forward and backward passes.
 
-    Logged metrics: ``diagnostics/loss_landscape/{loss,loss_min,loss_max,loss_variation,
+    Logged metrics: ``zoo/loss_landscape/{loss,loss_min,loss_max,loss_variation,
     grad_change_min,grad_change_max,beta_smoothness}``.
 
     Args:

@@ -53,6 +53,21 @@ class StepObjective:
 
         None when a ``training_step`` returned no loss (Lightning skips such a step too).
         """
+        loss = self.loss()
+        if loss is None:
+            return None
+        grads = torch.autograd.grad(loss, list(wrt), allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
+        loss = loss.detach()
+        if self.trainer.world_size == 1:
+            return loss, grads
+        return self._average_over_ranks(loss, grads)
+
+    def loss(self) -> Tensor | None:
+        """This rank's loss, still attached to its graph (not averaged over ranks); None as in ``__call__``.
+
+        ``__call__`` differentiates it once; ``Sharpness`` twice (Hessian-vector products).
+        """
         losses = []
         for micro in self.micro_batches:
             restore_rng(micro.rng)
@@ -67,13 +82,8 @@ class StepObjective:
                     "Pass loss=(pl_module, batch) -> scalar loss."
                 )
             losses.append(loss.reshape(()))
-        loss = torch.stack(losses).mean()
-        grads = torch.autograd.grad(loss, list(wrt), allow_unused=True)
-        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
-        loss = loss.detach()
-        if self.trainer.world_size == 1:
-            return loss, grads
-        return self._average_over_ranks(loss, grads)
+        with torch.enable_grad():
+            return torch.stack(losses).mean()
 
     def _average_over_ranks(self, loss: Tensor, grads: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         dtype = torch.float64 if torch.float64 in {loss.dtype, *(g.dtype for g in grads)} else torch.float32

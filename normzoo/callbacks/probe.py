@@ -194,3 +194,25 @@ class ProbeBatch:
 def sum_over_ranks(trainer: Any, tensor: Tensor) -> Tensor:
     """``tensor`` summed over all ranks (on device); the tensor itself in a single process."""
     return trainer.strategy.reduce(tensor, reduce_op="sum") if trainer.world_size > 1 else tensor
+
+
+class _OnceAfterStep:
+    """An optimizer step post-hook that runs ``action`` after the first step, and does nothing after later ones."""
+
+    def __init__(self, action: Any) -> None:
+        self.action, self.done = action, False
+
+    def __call__(self, *args: Any) -> None:
+        if not self.done:
+            self.done = True
+            self.action()
+
+
+def after_next_step(optimizer: torch.optim.Optimizer, action: Any) -> Any:
+    """Run ``action()`` once, right after ``optimizer``'s next step; returns the hook's handle.
+
+    The caller removes the handle afterwards (at the end of the batch): a hook that removed itself
+    would change the optimizer's hook dictionary while torch iterates it, which fails as soon as a
+    second callback hooks the same step.
+    """
+    return optimizer.register_step_post_hook(_OnceAfterStep(action))

@@ -80,8 +80,8 @@ class RunningStatsConvergence(ProbeDiagnostic):
     - ``train_eval/output_gap``: the relative l2 distance of the two outputs (every float
       tensor in them), where the forward produced outputs.
 
-    Logged metrics: ``diagnostics/running_stats/<layer>/mean_gap``, ``.../<layer>/var_gap``,
-    ``diagnostics/running_stats/train_eval/{loss_gap,acc_gap,output_gap}``.
+    Logged metrics: ``zoo/running_stats/<layer>/mean_gap``, ``.../<layer>/var_gap``,
+    ``zoo/running_stats/train_eval/{loss_gap,acc_gap,output_gap}``.
 
     Args:
         every_n_steps: optimizer steps between measurements.
@@ -141,7 +141,7 @@ class RunningStatsConvergence(ProbeDiagnostic):
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
         """Per BN layer: its two relative gaps; train against eval: each gap apart (a loss, a fraction, a ratio)."""
         gaps = {gap: (gap,) for gap in ("loss_gap", "acc_gap", "output_gap")}
-        return {**family_charts(self.name, self.hooked, {"mean_gap, var_gap": ("mean_gap", "var_gap")}),
+        return {**family_charts(self.name, self.groups, {"mean_gap, var_gap": ("mean_gap", "var_gap")}),
                 **family_charts(self.name, ["train_eval"], gaps)}
 
     def _probe_step(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:

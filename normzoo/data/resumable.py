@@ -13,6 +13,7 @@ one record of the position.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -45,6 +46,18 @@ class ResumableShuffle(DistributedSampler):
             self.epoch, batches_done = where
             skip = batches_done * self.batch_size
         return iter(list(super().__iter__())[skip:])
+
+    @contextmanager
+    def from_the_start(self) -> Iterator[None]:
+        """Inside the block, a new pass is the current epoch's whole order, whatever has been trained of it: for a
+        callback that re-reads the training data mid-fit (``PreciseBNGap``) without moving the run's position."""
+        position = self.position
+        where = position()
+        self.position = lambda: None if where is None else (where[0], 0)
+        try:
+            yield
+        finally:
+            self.position = position
 
 
 class ResumableDataLoader(DataLoader):

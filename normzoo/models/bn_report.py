@@ -12,11 +12,12 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from normzoo import tags
 from normzoo.norms import bn_batch_size
 
 
 class BNBatchReport(L.Callback):
-    """At a fit's first training batch, log ``bn/batch_size_per_rank`` and ``bn/effective_batch_size``.
+    """At a fit's first training batch, log ``zoo/bn/batch_size_per_rank`` and ``zoo/bn/effective_batch_size``.
 
     Models without batch-statistics layers in training mode log nothing. Below 16 samples
     per statistic, a ``UserWarning`` says what the batch is and how to enlarge it.
@@ -42,5 +43,5 @@ class BNBatchReport(L.Callback):
         if warning:
             rank_zero_warn(warning)
         for logger in trainer.loggers:
-            logger.log_metrics({"bn/batch_size_per_rank": size.per_rank, "bn/effective_batch_size": size.effective},
-                               step=trainer.global_step)
+            sizes = {tags.BN_BATCH_SIZE_PER_RANK: size.per_rank, tags.BN_EFFECTIVE_BATCH_SIZE: size.effective}
+            logger.log_metrics(sizes, step=trainer.global_step)

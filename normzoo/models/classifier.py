@@ -44,8 +44,8 @@ class NormClassifier(L.LightningModule):
 
     Subclasses build ``self.backbone`` from their typed arguments. Logged metrics:
     ``train/loss``, ``train/acc`` (per step), ``val/loss``, ``val/acc``, ``test/loss``,
-    ``test/acc`` (per epoch), and once per fit, ``bn/batch_size_per_rank`` and
-    ``bn/effective_batch_size`` (``BNBatchReport``, which the classifier brings to its trainer).
+    ``test/acc`` (per epoch), and once per fit, ``zoo/bn/batch_size_per_rank`` and
+    ``zoo/bn/effective_batch_size`` (``BNBatchReport``, which the classifier brings to its trainer).
     BatchNorm layers are guarded against batches of one.
     """
 

@@ -40,7 +40,8 @@ class BasicBlock(nn.Module):
         self.act2 = make_activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act2(self.conv2(self.act1(self.conv1(x))) + self.shortcut(x))
+        skip = self.shortcut(x)  # first, so that the residual branch is the last layer before act2
+        return self.act2(self.conv2(self.act1(self.conv1(x))) + skip)
 
 
 class ResNet(ConvNet):

@@ -2,7 +2,7 @@
 
 - the registry: ``register_norm``, ``get_norm_layer``, ``create_norm_layer``, ``available_norms``;
 - layers: ``BatchStatNorm`` (the base of normzoo's batch-statistics norms) and its
-  ``ManualBatchNorm``, ``BatchRenorm``, ``LpBatchNorm``; ``NoisyBatchNorm``, ``RMSNorm``,
+  ``ManualBatchNorm``, ``BatchRenorm``, ``GhostBatchNorm``, ``LpBatchNorm``; ``NoisyBatchNorm``, ``RMSNorm``,
   ``ChannelLayerNorm``, ``FrozenBatchNorm``;
 - tools for any model: ``norm_layers``, ``replace_norm``, ``freeze_norm``/``unfreeze_norm``,
   ``recalibrate_bn``, ``convert_sync_norms``/``revert_sync_norms``, ``guard_batch_statistics``,
@@ -24,6 +24,7 @@ from normzoo.norms.batch_size import SMALL_BN_BATCH, BNBatchSize, bn_batch_size
 from normzoo.norms.batch_stats import BatchStatNorm
 from normzoo.norms.find import norm_layers
 from normzoo.norms.freeze import freeze_norm, unfreeze_norm
+from normzoo.norms.ghost_bn import GhostBatchNorm
 from normzoo.norms.guards import guard_batch_statistics
 from normzoo.norms.introspect import (
     NormLayer,
@@ -58,6 +59,7 @@ __all__ = [
     "BatchStatisticsError",
     "ChannelLayerNorm",
     "FrozenBatchNorm",
+    "GhostBatchNorm",
     "LpBatchNorm",
     "ManualBatchNorm",
     "NoisyBatchNorm",

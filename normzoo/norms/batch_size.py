@@ -51,11 +51,14 @@ def bn_batch_size(model: nn.Module, per_rank: int, world_size: int = 1) -> BNBat
 
     Layers count as synchronized when they are torch ``SyncBatchNorm``s or normzoo layers with
     a ``process_group`` (see ``normzoo.norms.sync``); all of them must be for the model to be.
+    A ghost BN layer (``virtual_batch_size``) normalizes chunks of its batch, on one rank: the
+    smallest chunk is the batch the model's statistics come from.
     """
     layers = [m for m in model.modules() if uses_batch_statistics(m) and m.training]
     if not layers:
         return None
-    synced = world_size > 1 and all(
+    chunks = [m.virtual_batch_size for m in layers if getattr(m, "virtual_batch_size", None)]
+    synced = world_size > 1 and not chunks and all(
         isinstance(m, nn.SyncBatchNorm) or getattr(m, "process_group", None) is not None for m in layers
     )
-    return BNBatchSize(per_rank=per_rank, world_size=world_size, synced=synced)
+    return BNBatchSize(per_rank=min([per_rank, *chunks]), world_size=world_size, synced=synced)

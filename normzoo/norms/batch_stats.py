@@ -115,7 +115,7 @@ class BatchStatNorm(nn.Module):
 
     def reduce_dims(self, x: Tensor) -> tuple[int, ...]:
         """The dimensions statistics are taken over: the batch, and H, W for maps."""
-        return (0,) if x.dim() == 2 else (0, 2, 3)
+        return channel_stat_dims(x)
 
     def per_channel(self, t: Tensor, like: Tensor) -> Tensor:
         """Reshape a per-channel vector to broadcast against ``like``."""
@@ -158,6 +158,11 @@ class BatchStatNorm(nn.Module):
             f"{self.num_features}, dims={self.dims}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
+
+
+def channel_stat_dims(x: Tensor) -> tuple[int, ...]:
+    """The dimensions one channel's batch statistics run over: the batch, and H, W for maps."""
+    return (0,) if x.dim() == 2 else (0, 2, 3)
 
 
 def stat_dtype(x: Tensor) -> torch.dtype:

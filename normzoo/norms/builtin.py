@@ -18,8 +18,9 @@ training and in eval. ``gn`` defaults to 32 groups, capped to the channel count.
 
 More keys: ``bn_manual`` (BN from its definition, hand-derived backward), ``bn_nostats``
 (BN without running statistics), ``frozen_bn`` (fixed statistics and affine),
-``batch_renorm`` (Ioffe 2017), ``rms`` (RMSNorm), ``ln_channel`` (per-position LayerNorm
-over channels), and Santurkar et al.'s ``l1``, ``l2``, ``linf`` batch normalizations.
+``batch_renorm`` (Ioffe 2017), ``ghost_bn`` (ghost / virtual BN, Hoffer et al. 2017: statistics
+per chunk of ``virtual_batch_size`` samples), ``rms`` (RMSNorm), ``ln_channel`` (per-position
+LayerNorm over channels), and Santurkar et al.'s ``l1``, ``l2``, ``linf`` batch normalizations.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import math
 from torch import nn
 
 from normzoo.errors import ConfigError
+from normzoo.norms.ghost_bn import GhostBatchNorm
 from normzoo.norms.layers import ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
 from normzoo.norms.lp_norm import LpBatchNorm
 from normzoo.norms.manual_bn import ManualBatchNorm
@@ -143,6 +145,7 @@ def channel_layer_norm(num_features: int, dims: int, eps: float = 1e-5, affine: 
 
 register_norm("batch_renorm", BatchRenorm)  # Ioffe 2017; (num_features, dims, **options)
 register_norm("frozen_bn", FrozenBatchNorm)  # fixed statistics and affine: the identity from scratch
+register_norm("ghost_bn", GhostBatchNorm)  # Hoffer et al. 2017; (num_features, dims, virtual_batch_size, ...)
 
 
 def _lp_factory(p: float):  # noqa: ANN202 - a registry factory

@@ -13,6 +13,8 @@ classes need no declarations: their answers follow from their class.
 - ``cancels_bias``: it subtracts a per-channel mean, so a bias right before it is redundant.
 - ``slow_in_channels_last``: its eager kernels lose speed in channels-last memory format.
 - ``features_and_dims``: the ``(num_features, dims)`` a registered norm needs to replace it.
+- ``surrogate_gradients``, ``first_order_only``: the layers of a model whose derivatives are not
+  the exact first or second derivatives of their forward, with the reason (for Hessian tools).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ class NormLayer(Protocol):
     - ``slow_channels_last``: its eager kernels are slower in channels-last, so ``SpeedUp``
       does not switch an uncompiled model to that layout.
 
+    Optional class attributes saying, in a sentence, why autograd's derivatives through the
+    layer are not exact (empty when absent; torch's norm classes have exact ones):
+
+    - ``surrogate_gradient``: its backward is deliberately not the derivative of its forward
+      (Batch Renormalization holds r and d constant), so gradchecks fail by design and its
+      second derivatives are those of the surrogate;
+    - ``first_order_only``: it cannot be differentiated twice (a hand-written backward marked
+      ``torch.autograd.function.once_differentiable``, a non-differentiable kernel).
+
     A batch-statistics layer keeps running statistics (``recalibrate_bn`` re-estimates them
     and ``RunningStatsConvergence`` watches them) when it has ``running_mean`` and
     ``running_var`` tensors (the unbiased variance, PyTorch's convention) and a true
@@ -68,6 +79,8 @@ class NormLayer(Protocol):
     cancels_bias: ClassVar[bool]
     batch_statistics: ClassVar[bool]
     slow_channels_last: ClassVar[bool]
+    surrogate_gradient: ClassVar[str]
+    first_order_only: ClassVar[str]
 
 
 def _declared(module: nn.Module, flag: str) -> bool | None:
@@ -123,6 +136,29 @@ def slow_in_channels_last(module: nn.Module) -> bool:
     """Whether ``module``'s eager kernels lose speed in channels-last: GroupNorm, InstanceNorm2d, or as declared."""
     declared = _declared(module, "slow_channels_last")
     return declared if declared is not None else isinstance(module, _SLOW_CHANNELS_LAST)
+
+
+def surrogate_gradients(model: nn.Module) -> dict[str, str]:
+    """The layers of ``model`` (by path, ``""`` for ``model`` itself) whose class declares ``surrogate_gradient``.
+
+    Their backward is deliberately not the derivative of their forward, so a gradcheck fails
+    and a Hessian-vector product is that of the surrogate gradient, not of the loss.
+    """
+    return _declared_reasons(model, "surrogate_gradient")
+
+
+def first_order_only(model: nn.Module) -> dict[str, str]:
+    """The layers of ``model`` (by path) that cannot be differentiated twice, with the reason their class declares.
+
+    A Hessian-vector product, a gradient penalty or ``torch.autograd.gradgradcheck`` through
+    any of them raises, so a tool needing second derivatives checks this first and names them.
+    """
+    return _declared_reasons(model, "first_order_only")
+
+
+def _declared_reasons(model: nn.Module, flag: str) -> dict[str, str]:
+    """``{path: reason}`` for each module of ``model`` whose class sets ``flag`` to a non-empty sentence."""
+    return {name: reason for name, module in model.named_modules() if (reason := getattr(type(module), flag, ""))}
 
 
 def features_and_dims(module: nn.Module) -> tuple[int, int]:

@@ -21,9 +21,18 @@ but the two mean-removal terms by ``1 / (sqrt(m) * sigma)`` instead of ``1 / (m 
 so it under-removes the gradient's mean and its projection on ``xhat`` by a factor sqrt(m).
 A gradcheck against autograd tells the two apart (see tests/norms/test_manual_bn.py).
 
+Second derivatives (Hessian-vector products, gradient penalties) differentiate the backward
+itself, and there mu and sigma are functions of every x_j, not constants. So the backward
+keeps ``x`` (not ``xhat``) and, when autograd records it (``create_graph=True``), first
+recomputes the statistics from ``x`` with the same differentiable torch ops as the forward
+(``batch_moments``); the three lines above then differentiate exactly. A plain first-order
+backward rebuilds ``xhat`` from the saved mean and ``1 / sigma`` (one elementwise pass, no
+reduction, no collective).
+
 Under sync (``process_group`` set), the forward reduces the sums over ranks and the
 backward reduces ``dbeta`` and ``dgamma`` for the ``dx`` formula, with m the global count,
-exactly as SyncBatchNorm does; parameter gradients stay local (DDP averages them).
+exactly as SyncBatchNorm does; parameter gradients stay local (DDP averages them). The
+reductions are differentiable (``torch.distributed.nn``), so double backward syncs too.
 """
 
 from __future__ import annotations
@@ -31,54 +40,44 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from normzoo.norms.batch_stats import BatchStatNorm
+from normzoo.norms.batch_stats import BatchStatNorm, all_reduce_sum, batch_moments, channel_stat_dims
 
 
 class BatchNormFunction(torch.autograd.Function):
     """``y, mean, var, count = BatchNormFunction.apply(x, weight, bias, eps, process_group)``.
 
     ``mean``, ``var`` (biased) and ``count`` are this batch's statistics, for the running averages.
+    Differentiable twice: see the module docstring.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, group: Any) -> Any:
-        dims = (0,) if x.dim() == 2 else (0, 2, 3)
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        total = x.sum(dims)
-        count = torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype, device=x.device)
-        if group is not None:
-            packed = torch.cat([total, count.view(1)])
-            dist.all_reduce(packed, group=group)
-            total, count = packed[:-1], packed[-1]
-        mean = total / count
-        centred = x - mean.view(shape)
-        squares = (centred * centred).sum(dims)
-        if group is not None:
-            dist.all_reduce(squares, group=group)
-        var = squares / count
+        mean, var, count = batch_moments(x, channel_stat_dims(x), group)
         rstd = torch.rsqrt(var + eps)
-        xhat = centred * rstd.view(shape)
+        xhat = (x - mean.view(shape)) * rstd.view(shape)
         y = xhat if weight is None else xhat * weight.view(shape) + bias.view(shape)
-        ctx.save_for_backward(xhat, rstd, weight, count)
-        ctx.group = group
+        ctx.save_for_backward(x, mean, rstd, weight, count)
+        ctx.eps, ctx.group = eps, group
         ctx.mark_non_differentiable(mean, var, count)
         return y, mean, var, count
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor, *_stat_grads: Any) -> Any:
-        xhat, rstd, weight, m = ctx.saved_tensors
-        dims = (0,) if dy.dim() == 2 else (0, 2, 3)
+        x, mean, rstd, weight, m = ctx.saved_tensors
+        dims = channel_stat_dims(dy)
         shape = (1, -1) + (1,) * (dy.dim() - 2)
+        if torch.is_grad_enabled():  # create_graph=True: mu and sigma must stay functions of x
+            mean, var, m = batch_moments(x, dims, ctx.group)
+            rstd = torch.rsqrt(var + ctx.eps)
+        xhat = (x - mean.view(shape)) * rstd.view(shape)
         dbeta_local = dy.sum(dims)
         dgamma_local = (dy * xhat).sum(dims)
         dbeta, dgamma = dbeta_local, dgamma_local
         if ctx.group is not None:
-            packed = torch.cat([dbeta_local, dgamma_local])
-            dist.all_reduce(packed, group=ctx.group)
-            dbeta, dgamma = packed.chunk(2)
+            dbeta, dgamma = all_reduce_sum(torch.cat([dbeta_local, dgamma_local]), ctx.group).chunk(2)
         gamma = torch.ones_like(rstd) if weight is None else weight
         scale = (gamma * rstd / m).view(shape)
         dx = scale * (m * dy - dbeta.view(shape) - xhat * dgamma.view(shape))

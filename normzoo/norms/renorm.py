@@ -33,6 +33,12 @@ class BatchRenorm(BatchStatNorm):
         warmup_steps: training steps over which (r_max, d_max) ramp up from (1, 0).
     """
 
+    surrogate_gradient = (  # the NormLayer protocol (normzoo.norms.introspect)
+        "Batch Renormalization holds r and d constant in its backward (Ioffe 2017), so while they are "
+        "not clipped its gradient is not the derivative of its forward, and its second derivatives are "
+        "those of that surrogate gradient."
+    )
+
     def __init__(
         self,
         num_features: int,

@@ -3,29 +3,36 @@
 It reads the TensorBoard event files and ``hparams.yaml`` of any normzoo runs (a run
 folder, or any folder above runs) and writes into ``--out``:
 
-- ``report.md``: a table of every run (status, steps, hyperparameters, final metrics),
-  a table of the evaluations of checkpoints (``normzoo validate/test/predict``: the fit run,
-  the checkpoint and its step, the metrics), optionally a pivot of a final metric over two
-  hyperparameters, and the figures (of the fit runs);
-- ``curves/<tag>.png``: each ``--curves`` tag over steps, a line per run;
+- ``report.md``: the verdict of each ``--claim`` (agrees, unclear or disagrees, decided by
+  ``normzoo.report.claims.verdict`` from 95% intervals over seeds), a table of the cells (the
+  runs that differ only by their seed: mean ± 95% Student-t interval of each final metric)
+  when some cell has several runs, a table of every run (status, steps, hyperparameters,
+  final metrics), a table of the evaluations of checkpoints (``normzoo validate/test/predict``:
+  the fit run, the checkpoint and its step, the metrics), optionally a pivot of a final metric
+  over two hyperparameters (mean ± interval over the runs of each square), and the figures
+  (of the fit runs);
+- ``curves/<tag>.png``: each ``--curves`` tag over steps, a line per cell (the mean over its
+  seeds) in a shaded band (the 95% interval of that mean);
 - ``diagnostics/<callback>_<stat>.png``: every diagnostics callback's statistic, a panel
-  per layer, a line per run;
+  per layer, a banded line per cell;
 - ``bands/<prefix>.png``: the percentile bands of ``<prefix>/p<q>`` (Ioffe & Szegedy Fig 1), a
-  panel per run on one y scale, for every layer ActivationDrift logged (at most 8, spread over
-  the network), or for the ``--bands PREFIX`` given (an unknown one is an error that lists the
-  valid ones; ``--no-bands``: none); in ``--bands`` and ``--curves``, ``*`` stands for one part
-  of a tag (a layer's name);
+  panel per cell (each percentile's mean over its seeds) on one y scale, for every layer
+  ActivationDrift logged (at most 8, spread over the network), or for the ``--bands PREFIX``
+  given (an unknown one is an error that lists the valid ones; ``--no-bands``: none); in
+  ``--bands`` and ``--curves``, ``*`` stands for one part of a tag (a layer's name);
 - with ``--versus X --series S``: ``versus.png``, the final ``--metric`` against
-  hyperparameter X, a line per value of S (Wu & He's error vs batch size), and its table;
+  hyperparameter X, a line per value of S (Wu & He's error vs batch size) with 95% error bars
+  over seeds, and its table;
 - with ``--heatmap ROW COLUMN``: ``heatmap.png``, the final ``--metric`` as a grid
   (learning-rate sweeps), and its table.
 
 Every PNG carries a ``Legend`` text chunk naming the runs it draws.
 
-A diverged run (``run/diverged``, or a NaN/inf ``train/loss``) is marked as such in every
+A diverged run (``zoo/run/diverged``, or a NaN/inf ``train/loss``) is marked as such in every
 table and figure. Example::
 
-    normzoo report runs/studies/wu_he/quick --versus data.batch_size --series norm --error
+    normzoo report runs/studies/wu_he/quick --versus data.batch_size --series norm --error \
+        --claim "GN beats BN at 2 images per device: gn_b2 > bn_b2 on val/acc"
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from pathlib import Path
 
 from normzoo.errors import ConfigError
 from normzoo.files import writable_folder
+from normzoo.report.cells import group_cells, has_seeds
+from normzoo.report.claims import Claim, claims_table, judge_all, tally
 from normzoo.report.figures import (
     MAX_PANELS,
     all_band_prefixes,
@@ -51,15 +60,16 @@ from normzoo.report.figures import (
     spread,
     unknown_band_patterns,
 )
+from normzoo.report.metrics import Metric
 from normzoo.report.runs import Run, Series, load_runs, matching_tags, split_evaluations
-from normzoo.report.tables import Metric, evaluations_table, pivot, pivot_table, runs_table
+from normzoo.report.tables import SEEDS_NOTE, cells_table, evaluations_table, pivot, pivot_table, runs_table
 
 DEFAULT_CURVES = ("val/acc", "val/loss", "train/loss")
 DEFAULT_COLUMNS = ("norm", "model", "lr", "data.batch_size")
 REPORT_FILE = "report.md"
 
-__all__ = ["DEFAULT_COLUMNS", "DEFAULT_CURVES", "Metric", "ReportOptions", "Run", "Series", "load_runs", "main",
-           "write_report"]
+__all__ = ["DEFAULT_COLUMNS", "DEFAULT_CURVES", "Claim", "Metric", "ReportOptions", "Run", "Series", "load_runs",
+           "main", "write_report"]
 
 
 @dataclass
@@ -76,6 +86,7 @@ class ReportOptions:
     versus: tuple[str, str] | None = None  # (x hyperparameter, series hyperparameter)
     heatmap: tuple[str, str] | None = None  # (row hyperparameter, column hyperparameter)
     notes: str = ""
+    claims: Sequence[Claim] = ()
 
 
 def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOptions | None = None) -> Path:
@@ -93,8 +104,15 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOption
     finals = [Metric(options.metric), Metric(options.metric, best=True)]
     finals += [pivot_metric] if options.error else []
     finals += [Metric(tag) for tag in ("val/loss", "train/loss", "test/acc") if tag != options.metric]
-    sections = [f"# {options.title}", options.notes.strip(), "## Runs", runs_table(runs, options.columns, finals)]
-    sections += [_legend_of_status()]
+    cells = group_cells(runs)
+    sections = [f"# {options.title}", options.notes.strip()]
+    if options.claims:
+        sections += ["## Claims", claims_table(judge_all(options.claims, cells))]
+    if has_seeds(cells):
+        sections += ["## Cells", "The runs that differ only by their seed, each metric as mean ± half-width of its 95% "
+                                 f"interval over them ({SEEDS_NOTE}).",
+                     cells_table(cells, options.columns, finals)]
+    sections += ["## Runs", runs_table(runs, options.columns, finals), _legend_of_status()]
     if evaluations:
         sections += ["## Evaluations of checkpoints", evaluations_table(evaluations, runs)]
 
@@ -117,6 +135,9 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, options: ReportOption
             sections += [_image(figure, out) if figure else f"No run logged percentiles under `{prefix}`."]
 
     sections += ["## Curves"]
+    if has_seeds(cells):
+        sections += ["A line per cell: its mean over seeds; the shaded band is the 95% interval of that mean (where at "
+                     "least 2 seeds logged the step)."]
     for tag in [tag for pattern in options.curves for tag in matching_tags(runs, pattern)]:
         figure = plot_curves(runs, tag, out / "curves" / file_name(tag), log_y=tag.endswith("loss"))
         if figure:
@@ -180,14 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--error", action="store_true", help="show that metric as an error in %%: 100 * (1 - value)")
     parser.add_argument("--bands", nargs="*", default=None, metavar="PREFIX",
                         help="tag prefixes with p<q> percentiles drawn as bands, e.g. "
-                             "diagnostics/activation_drift/backbone.blocks.2.act; * stands for one layer: "
-                             "diagnostics/activation_drift/* (default: every layer ActivationDrift logged, "
+                             "zoo/activation_drift/backbone.blocks.2; * stands for one layer: "
+                             "zoo/activation_drift/* (default: every layer ActivationDrift logged, "
                              "at most 8; an unknown prefix is an error that lists the valid ones)")
     parser.add_argument("--versus", metavar="X_KEY", help="plot the final metric against this hyperparameter")
     parser.add_argument("--series", metavar="KEY", default="norm", help="one line per value of it (default: norm)")
     parser.add_argument("--heatmap", nargs=2, metavar=("ROW_KEY", "COLUMN_KEY"),
                         help="grid of the final metric over two hyperparameters")
     parser.add_argument("--notes", metavar="FILE", help="Markdown put under the title (e.g. the paper's claim)")
+    parser.add_argument("--claim", action="append", default=[], metavar="CLAIM",
+                        help="a claim to judge over seeds, '[STATEMENT: ]LEFT > RIGHT on METRIC' (or <), LEFT and "
+                             "RIGHT cells (run names without _seed<k>), METRIC [best ]TAG[@STEP], e.g. "
+                             "'BN is more accurate: bn > none on val/acc'; repeatable")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the diagnostics callbacks' figures")
     parser.add_argument("--no-bands", action="store_true", help="skip the percentile bands")
     return parser
@@ -210,11 +235,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         diagnostics=not args.no_diagnostics, bands=() if args.no_bands else args.bands,
         versus=(args.versus, args.series) if args.versus else None,
         heatmap=tuple(args.heatmap) if args.heatmap else None,
-        notes=read_notes(args.notes),
+        notes=read_notes(args.notes), claims=[Claim.parse(text) for text in args.claim],
     )
     report = write_report(runs, writable_folder(args.out, "--out"), options)
     fits, evaluations = split_evaluations(runs)
     diverged = sum(run.status == "diverged" for run in fits)
+    cells = group_cells(fits)
+    grouped = f" in {len(cells)} cells" if has_seeds(cells) else ""
     evaluated = f", {len(evaluations)} evaluations of checkpoints" if evaluations else ""
-    print(f"normzoo report: {len(fits)} runs ({diverged} diverged){evaluated} -> {report}", flush=True)
+    claims = f"; claims: {tally(judge_all(options.claims, cells))}" if options.claims else ""
+    print(f"normzoo report: {len(fits)} runs ({diverged} diverged){grouped}{evaluated}{claims} -> {report}",
+          flush=True)
     return report

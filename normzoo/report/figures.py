@@ -1,10 +1,18 @@
 """Comparison figures of runs, drawn with matplotlib's object API (no pyplot state, Agg PNGs).
 
-Every run keeps one colour across all figures, TensorBoard's own: the SCALARS and CUSTOM
+Figures draw cells (``normzoo.report.cells``): the runs of one setup over its seeds. A cell's
+curve is the mean over its seeds at each step, with the 95% Student-t interval of that mean
+shaded around it in the cell's colour (where at least 2 seeds logged the step; on a log axis
+the band's lower edge is clipped to the lowest seed where the interval would go below zero).
+A curve of one step shows its interval as an error bar. A cell of one run is that run's line, without a band.
+
+Every cell keeps one colour across all figures, TensorBoard's own: the SCALARS and CUSTOM
 SCALARS dashboards colour runs from ``TENSORBOARD_PALETTE`` in the order TensorBoard lists
-them (by the time of their first event, then by name), and so does the report, so a run
-given to both has the same colour in both. A diverged run is drawn dashed, with an ``x``
-where it diverged and "(diverged)" after its name.
+them (by the time of their first event, then by name), and the report colours cells in the
+order of their first runs' first events, so a study's cells get the palette in the study's
+order and a run of its own has the same colour in the report and in TensorBoard. A cell
+whose runs all diverged is drawn dashed; an ``x`` marks where each diverged run diverged, and
+"(diverged)" or "(k/n diverged)" follows the cell's name.
 
 Figures are legible at their size: at least ``MIN_WIDTH`` inches (640 px at 100 dpi) wide,
 their axes labelled with units, saved with a tight bounding box so no title, tick label or
@@ -26,14 +34,21 @@ from matplotlib.transforms import Bbox
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from normzoo.callbacks.figures import BAND_Y_LABEL, draw_percentile_bands
+from normzoo.report.cells import Cell, group_cells, has_seeds
 from normzoo.report.runs import EVENT_GLOB, Run, matching_tags
 from normzoo.report.tables import Pivot, format_hparam
+from normzoo.tags import RECORDS, ROOT
+from normzoo.tags import tag as diagnostic_tag
 
-DIAGNOSTIC_TAG = re.compile(r"^diagnostics/(?P<callback>[^/]+)/(?:(?P<layer>.+)/)?(?P<stat>[^/]+)$")
+DIAGNOSTIC_TAG = re.compile(
+    rf"^{ROOT}/(?!(?:{'|'.join(RECORDS)})/)(?P<callback>[^/]+)/(?:(?P<layer>.+)/)?(?P<stat>[^/]+)$")
 MAX_PANELS = 8
 PERCENTILE_STAT = re.compile(r"^p\d+(\.\d+)?$")
 MIN_WIDTH = 6.4
 """Inches: 640 px at the 100 dpi of the PNGs, for a figure of one panel."""
+BAND_ALPHA = 0.2
+"""Opacity of a cell's 95% band over seeds, in the cell's colour."""
+BAND_NOTE = "line: mean over seeds; band: its 95% interval"
 TENSORBOARD_PALETTE = ("#ff7043", "#0077bb", "#cc3311", "#33bbee", "#ee3377", "#009988", "#bbbbbb")
 """TensorBoard's run colours (``tensorboardColorBlindAssist`` of its SCALARS and CUSTOM SCALARS), in order."""
 STAT_LABELS = {
@@ -56,11 +71,14 @@ def file_name(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_") + ".png"
 
 
-def run_colors(runs: Sequence[Run]) -> dict[str, str]:
-    """Each run's colour, as TensorBoard's SCALARS gives it: the palette in the order of the runs' first
-    events (then of their paths), repeating after 7 runs, as TensorBoard does."""
-    ordered = sorted(runs, key=lambda run: (first_event_time(run.path), str(run.path)))
-    return {run.label: TENSORBOARD_PALETTE[i % len(TENSORBOARD_PALETTE)] for i, run in enumerate(ordered)}
+def cell_colors(cells: Sequence[Cell]) -> dict[str, str]:
+    """Each cell's colour: TensorBoard's palette in the order of the cells' first events (then of their first
+    paths), repeating after 7, as TensorBoard colours runs; a cell of one run gets that run's TensorBoard colour."""
+    def start(cell: Cell) -> tuple[float, str]:
+        return min((first_event_time(run.path), str(run.path)) for run in cell.runs)
+
+    ordered = sorted(cells, key=start)
+    return {cell.label: TENSORBOARD_PALETTE[i % len(TENSORBOARD_PALETTE)] for i, cell in enumerate(ordered)}
 
 
 @lru_cache(maxsize=1024)
@@ -75,34 +93,31 @@ def first_event_time(run_dir: Path) -> float:
     return min(times, default=math.inf)
 
 
-def legend_name(run: Run) -> str:
-    return f"{run.label} (diverged)" if run.status == "diverged" else run.label
-
-
 def plot_curves(runs: Sequence[Run], tag: str, path: Path, log_y: bool = False) -> Path | None:
-    """One line per run of ``tag`` over steps; None (and no file) if no run logged it."""
+    """One line per cell of ``tag`` over steps, banded over seeds; None (and no file) if no run logged it."""
     figure = draw_curves(runs, tag, log_y)
     return None if figure is None else _save(figure, path)
 
 
 def draw_curves(runs: Sequence[Run], tag: str, log_y: bool = False) -> Figure | None:
     """The figure of ``plot_curves``, unsaved; None if no run logged ``tag``."""
-    present = [run for run in runs if tag in run.scalars]
+    cells = group_cells(runs)
+    present = [cell for cell in cells if any(tag in run.scalars for run in cell.runs)]
     if not present:
         return None
-    colors = run_colors(runs)
+    colors = cell_colors(cells)
     figure = Figure(figsize=(MIN_WIDTH, 4.0))
     axis = figure.subplots()
-    for run in present:
-        _plot_series(axis, run, tag, colors[run.label], legend_name(run))
+    scale = log_y and _all_positive([run for cell in present for run in cell.runs], tag)
+    for cell in present:
+        _plot_cell(axis, cell, tag, colors[cell.label], scale)
     axis.set_xlabel("step")
-    scale = log_y and _all_positive(present, tag)
     axis.set_ylabel(tag.rsplit("/", 1)[-1] + (" (log scale)" if scale else ""))
     if scale:
         axis.set_yscale("log")
     axis.set_title(tag, fontsize=9 if len(tag) > 60 else 12)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="best")
+    axis.legend(fontsize=8, loc="best", title=BAND_NOTE if has_seeds(present) else None, title_fontsize=7)
     return figure
 
 
@@ -123,7 +138,7 @@ def diagnostic_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[str]]:
 
 
 def plot_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Sequence[str], path: Path) -> Path:
-    """One panel per layer (at most ``MAX_PANELS``, spread over the network), one line per run."""
+    """One panel per layer (at most ``MAX_PANELS``, spread over the network), one line per cell, banded over seeds."""
     return _save(draw_diagnostic(runs, callback, stat, layers), path)
 
 
@@ -135,12 +150,12 @@ def draw_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Seque
     rows = math.ceil(len(layers) / columns)
     figure = Figure(figsize=(max(MIN_WIDTH, 3.4 * columns), 2.6 * rows + 0.8))
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True).flatten()
-    colors = run_colors(runs)
+    cells = group_cells(runs)
+    colors = cell_colors(cells)
     for axis, layer in zip(axes, layers, strict=False):
-        tag = "/".join(part for part in ("diagnostics", callback, layer, stat) if part)
-        for run in runs:
-            if tag in run.scalars:
-                _plot_series(axis, run, tag, colors[run.label], legend_name(run))
+        tag = diagnostic_tag(callback, layer, stat)
+        for cell in cells:
+            _plot_cell(axis, cell, tag, colors[cell.label])
         axis.set_title(layer or stat, fontsize=8)
         axis.tick_params(labelsize=7, labelleft=True)
         axis.grid(alpha=0.3)
@@ -153,7 +168,7 @@ def draw_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Seque
     handles, labels = axes[0].get_legend_handles_labels()
     legend_rows = math.ceil(len(labels) / 4)
     figure.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8)
-    figure.suptitle(f"{callback}: {stat} over steps")
+    figure.suptitle(f"{callback}: {stat} over steps" + (f" ({BAND_NOTE})" if has_seeds(cells) else ""))
     height = figure.get_figheight()  # fixed margins: tight_layout costs seconds on a grid of panels
     figure.subplots_adjust(left=0.6 / figure.get_figwidth() + 0.04, right=0.98, top=1 - 0.5 / height,
                            bottom=(0.55 + 0.2 * legend_rows) / height, hspace=0.5, wspace=0.3)
@@ -170,7 +185,7 @@ def spread(items: Sequence[str], most: int) -> list[str]:
 def band_prefixes(runs: Sequence[Run], pattern: str) -> list[str]:
     """The tag prefixes with ``p<q>`` percentiles that ``pattern`` names (``*``: see ``matching_tags``).
 
-    ``diagnostics/activation_drift/*`` is the layer ``ActivationDrift(layers=["last"])`` resolved to.
+    ``zoo/activation_drift/*`` is the layer ``ActivationDrift(layers=["last"])`` resolved to.
     A pattern that names none is returned as it is (``unknown_band_patterns`` tells them apart).
     """
     tags = matching_tags(runs, pattern.rstrip("/") + "/*") if "*" in pattern else []
@@ -201,24 +216,28 @@ def plot_bands(runs: Sequence[Run], prefix: str, path: Path) -> Path | None:
 def draw_bands(runs: Sequence[Run], prefix: str) -> Figure | None:
     """The figure of ``plot_bands``, unsaved; None if no run logged percentiles under ``prefix``.
 
-    Each panel is a run, in the run's colour and titled with its name; the panels share the y
-    scale. The lowest and highest percentile bound the shaded band; every percentile is a line.
+    Each panel is a cell, in the cell's colour and titled with its name; the panels share the y
+    scale. Each percentile is its mean over the cell's seeds (the title then says over how
+    many); the lowest and highest percentile bound the shaded band; every percentile is a line.
     """
     prefix = prefix.rstrip("/")
-    present = [(run, _percentile_tags(run, prefix)) for run in runs]
-    present = [(run, tags) for run, tags in present if tags]
+    cells = group_cells(runs)
+    present = [(cell, _percentile_tags(cell, prefix)) for cell in cells]
+    present = [(cell, tags) for cell, tags in present if tags]
     if not present:
         return None
-    colors = run_colors(runs)
+    colors = cell_colors(cells)
     columns = min(4, len(present))
     rows = math.ceil(len(present) / columns)
     figure = Figure(figsize=(max(MIN_WIDTH, 3.4 * columns), 2.8 * rows + 0.8), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True).flatten()
-    for axis, (run, tags) in zip(axes, present, strict=False):
-        steps = run.scalars[tags[0][1]].steps
-        aligned = {q: run.scalars[tag].values for q, tag in tags if run.scalars[tag].steps == steps}
-        draw_percentile_bands(axis, steps, aligned, colors[run.label])
-        axis.set_title(legend_name(run), fontsize=9, color=colors[run.label])
+    for axis, (cell, tags) in zip(axes, present, strict=False):
+        curves = [(q, curve) for q, tag in tags if (curve := cell.curve(tag)) is not None]
+        steps = curves[0][1].steps if curves else ()
+        aligned = {q: curve.mean for q, curve in curves if curve.steps == steps}
+        draw_percentile_bands(axis, steps, aligned, colors[cell.label])
+        seeds = f", mean of {len(cell.runs)} runs" if len(cell.runs) > 1 else ""
+        axis.set_title(cell.legend_name + seeds, fontsize=9, color=colors[cell.label])
         axis.tick_params(labelsize=8, labelleft=True)
         axis.set_xlabel("step", fontsize=8)
     for axis in axes[len(present):]:
@@ -233,16 +252,19 @@ def draw_bands(runs: Sequence[Run], prefix: str) -> Figure | None:
 def plot_versus(table: Pivot, path: Path, log_x: bool | None = None) -> Path:
     """The final metric against ``table.column_key``, one line per ``table.row_key`` value.
 
-    Diverged cells are drawn as ``x`` markers on the top edge.
+    Each point is the mean over its square's runs, with their 95% interval as an error bar when
+    there are several (seeds). Diverged squares are drawn as ``x`` markers on the top edge.
     """
     figure = Figure(figsize=(6.4, 4.0))
     axis = figure.subplots()
     numeric = all(isinstance(c, (int, float)) for c in table.columns)
     xs = list(table.columns) if numeric else list(range(len(table.columns)))
     for index, row in enumerate(table.rows):
-        ys = [table.value(row, column) for column in table.columns]
+        intervals = [table.interval(row, column) for column in table.columns]
+        ys = [math.nan if i is None else i.mean for i in intervals]
+        errors = [math.nan if i is None or i.half_width is None else i.half_width for i in intervals]
         color = f"C{index % 10}"
-        axis.plot(xs, [math.nan if y is None else y for y in ys], "o-", color=color, label=format_hparam(row))
+        axis.errorbar(xs, ys, yerr=errors, fmt="o-", color=color, label=format_hparam(row), capsize=3)
         diverged = [x for x, column in zip(xs, table.columns, strict=True) if table.diverged(row, column)]
         if diverged:
             axis.plot(diverged, [1.0] * len(diverged), "x", color=color, ms=9, mew=2,
@@ -256,13 +278,17 @@ def plot_versus(table: Pivot, path: Path, log_x: bool | None = None) -> Path:
     axis.set_ylabel(table.metric.title)
     axis.grid(alpha=0.3)
     axis.legend(title=table.row_key, fontsize=8)
+    notes = ["bars: 95% interval over seeds"] if table.has_seeds else []
     if any(table.diverged(r, c) for r in table.rows for c in table.columns):
-        axis.set_title("x on the top edge: diverged", fontsize=8)
+        notes.append("x on the top edge: diverged")
+    if notes:
+        axis.set_title("; ".join(notes), fontsize=8)
     return _save(figure, path)
 
 
 def plot_heatmap(table: Pivot, path: Path) -> Path:
-    """The final metric as a grid over two hyperparameters; diverged cells are grey and say so."""
+    """The final metric as a grid over two hyperparameters (the mean over a square's seeds, its 95% interval's
+    half-width below it); diverged squares are grey and say so."""
     values = [[table.value(r, c) for c in table.columns] for r in table.rows]
     grid = [[math.nan if v is None else v for v in row] for row in values]
     figure = Figure(figsize=(1.1 * len(table.columns) + 2.5, 0.7 * len(table.rows) + 1.8))
@@ -272,33 +298,44 @@ def plot_heatmap(table: Pivot, path: Path) -> Path:
         for j, column in enumerate(table.columns):
             value = values[i][j]
             dark_cell = value is not None and float(image.norm(value)) < 0.6  # viridis is dark below ~0.6
-            axis.text(j, i, table.text(row, column), ha="center", va="center", fontsize=8,
-                      color="white" if dark_cell else "black")
+            axis.text(j, i, table.text(row, column).replace(" ± ", "\n± "), ha="center", va="center",
+                      fontsize=7 if table.has_seeds else 8, color="white" if dark_cell else "black")
     axis.set_xticks(range(len(table.columns)), [format_hparam(c) for c in table.columns])
     axis.set_yticks(range(len(table.rows)), [format_hparam(r) for r in table.rows])
     axis.set_xlabel(table.column_key)
     axis.set_ylabel(table.row_key)
-    axis.set_title(table.metric.title)
+    axis.set_title(table.metric.title + ("\n(mean ± 95% interval over seeds)" if table.has_seeds else ""))
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
     return _save(figure, path)
 
 
-def _plot_series(axis, run: Run, tag: str, color: str, label: str) -> None:
-    series = run.scalars[tag]
-    style = "--" if run.status == "diverged" else "-"
-    marker = "o" if len(series.steps) == 1 else None
-    axis.plot(series.steps, series.values, style, color=color, label=label, lw=1.2, marker=marker)
-    diverged_at = run.diverged_at
-    if diverged_at is not None:
-        finite = [(s, v) for s, v in zip(series.steps, series.values, strict=True) if math.isfinite(v)]
-        if finite:
-            axis.plot(diverged_at, finite[-1][1], "x", color=color, ms=8, mew=2)
+def _plot_cell(axis, cell: Cell, tag: str, color: str, log_y: bool = False) -> None:
+    """The cell's mean of ``tag`` as a line, its 95% interval over seeds as a band, an ``x`` where a run diverged."""
+    curve = cell.curve(tag)
+    if curve is None:
+        return
+    style = "--" if cell.diverged == len(cell.runs) else "-"
+    marker = "o" if len(curve.steps) == 1 else None
+    axis.plot(curve.steps, curve.mean, style, color=color, label=cell.legend_name, lw=1.2, marker=marker)
+    low = [lowest if log_y and edge <= 0 else edge for edge, lowest in zip(curve.low, curve.lowest, strict=True)]
+    banded = [math.isfinite(edge) for edge in low]
+    if len(curve.steps) == 1 and banded[0]:  # a band over one step has no width: an error bar instead
+        below, above = curve.mean[0] - low[0], curve.high[0] - curve.mean[0]
+        axis.errorbar(curve.steps, curve.mean, yerr=[[below], [above]], fmt="none", ecolor=color, capsize=4)
+    elif any(banded):
+        axis.fill_between(curve.steps, low, curve.high, where=banded, color=color, alpha=BAND_ALPHA, lw=0)
+    for run in cell.runs:
+        if run.diverged_at is None:
+            continue
+        before = [(s, v) for s, v in zip(curve.steps, curve.mean, strict=True) if s <= run.diverged_at]
+        if before:
+            axis.plot(run.diverged_at, before[-1][1], "x", color=color, ms=8, mew=2)
 
 
-def _percentile_tags(run: Run, prefix: str) -> list[tuple[float, str]]:
+def _percentile_tags(cell: Cell, prefix: str) -> list[tuple[float, str]]:
     pattern = re.compile(re.escape(prefix) + r"/p(\d+(?:\.\d+)?)$")
-    found = [(float(m[1]), tag) for tag in run.scalars if (m := pattern.match(tag))]
+    found = {(float(m[1]), tag) for run in cell.runs for tag in run.scalars if (m := pattern.match(tag))}
     return sorted(found)
 
 

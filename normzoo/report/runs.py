@@ -68,7 +68,7 @@ class Run:
     def diverged_at(self) -> int | None:
         """The step where the training loss was first NaN/inf, or None.
 
-        Read from ``run/diverged`` (``StopOnDivergence``), or, for runs logged without it,
+        Read from ``zoo/run/diverged`` (``StopOnDivergence``), or, for runs logged without it,
         from the first non-finite ``train/loss``.
         """
         marks = self.scalars.get(DIVERGED_TAG)
@@ -159,7 +159,7 @@ def split_evaluations(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
 def matching_tags(runs: Sequence[Run], pattern: str) -> list[str]:
     """The scalar tags of ``runs`` that ``pattern`` names, in the order first logged.
 
-    ``*`` stands for one part of a tag (no ``/``): ``diagnostics/dead_units/*/saturated_fraction``
+    ``*`` stands for one part of a tag (no ``/``): ``zoo/dead_units/*/saturated_fraction``
     finds the layer a callback resolved from a rule such as ``layers=["last"]``. A pattern
     without ``*`` is a tag, returned as it is.
     """

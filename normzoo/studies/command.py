@@ -3,7 +3,8 @@
     normzoo study --list                               # the studies: name, runs, claim
     normzoo study santurkar --quick                    # MNIST-5k, minutes on a CPU
     normzoo study santurkar --quick --dry-run          # the plan, the estimate and every command
-    normzoo study wu_he --quick --jobs 2 -- --seed_everything 1   # after --: to every normzoo fit
+    normzoo study santurkar --quick --seeds 5          # 5 seeds per run instead of quick mode's 3
+    normzoo study wu_he --quick --jobs 2 -- --trainer.max_epochs 2   # after --: to every normzoo fit
 
 The options after the study's name are those of ``normzoo.studies.runner``
 (``normzoo study <name> --help``).
@@ -19,9 +20,11 @@ from normzoo.studies.catalog import STUDIES, find_study
 from normzoo.studies.runner import main as run_main
 
 USAGE = """usage: normzoo study --list
-       normzoo study NAME [--quick | --tiny] [--dry-run] [--only RUN ...] [--jobs N] [--report-only] [-- FIT_ARGS]
+       normzoo study NAME [--quick | --tiny] [--seeds N] [--dry-run] [--only RUN ...] [--jobs N] [--report-only]
+                          [-- FIT_ARGS]
 
-Run a study: its `normzoo fit` runs side by side, then `normzoo report`. NAME --help lists the options.
+Run a study: its `normzoo fit` runs side by side, each over seeds, then `normzoo report` with the verdict on
+each of its claims. NAME --help lists the options.
 """
 
 

@@ -3,8 +3,9 @@
 For each run the CLI builds the model, data and trainer exactly as ``normzoo fit`` would
 (``run=False``), counts the optimizer steps the trainer will take, and times a few real
 training steps (forward, backward, optimizer step) on the device the run will use. Runs
-with the same model and batch share one timing. The estimate is the steps times the step
-time, plus allowances per step (Lightning's loop) and per run (start-up), measured here.
+with the same model and batch share one timing; the seeds of a run share its estimate. The
+estimate is the steps times the step time, plus allowances per step (Lightning's loop) and
+per run (start-up), measured here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from normzoo.studies.spec import PlannedRun
+from normzoo.studies.spec import PlannedRun, StudyRun
 
 RUN_OVERHEAD_S = 11.0
 """Per run: process start, imports, data loading, checkpoints (measured: ~11 s on 2 CPU cores)."""
@@ -52,7 +53,11 @@ def estimate_runs(planned: list[PlannedRun], device: torch.device) -> dict[str, 
     """A ``RunEstimate`` per run name, timing each distinct (model, data) setup once on ``device``."""
     timings: dict[str, float] = {}
     estimates: dict[str, RunEstimate] = {}
+    by_study_run: dict[StudyRun, RunEstimate] = {}  # a run's seeds take the same steps at the same speed
     for run in planned:
+        if run.study_run in by_study_run:
+            estimates[run.name] = by_study_run[run.study_run]
+            continue
         model, datamodule, trainer = build(run)
         datamodule.prepare_data()
         datamodule.setup("fit")
@@ -61,7 +66,7 @@ def estimate_runs(planned: list[PlannedRun], device: torch.device) -> dict[str, 
         key = json.dumps({"model": dict(model.hparams), "data": dict(datamodule.hparams)}, sort_keys=True, default=str)
         if key not in timings:
             timings[key] = time_training_step(model, next(iter(loader)), device)
-        estimates[run.name] = RunEstimate(steps, timings[key], device.type)
+        estimates[run.name] = by_study_run[run.study_run] = RunEstimate(steps, timings[key], device.type)
     return estimates
 
 

@@ -4,12 +4,15 @@
     normzoo study santurkar                    # the paper's setup, every GPU in parallel
     normzoo study santurkar --quick --dry-run  # print the commands and the estimate only
 
+- Each run of the study trains once per seed (``--seeds N``, default ``spec.SEEDS`` of the mode),
+  every run at seed 0 first.
 - Runs are independent ``normzoo fit`` processes, one per GPU at a time (``CUDA_VISIBLE_DEVICES``),
   or without GPUs one per CPU core (``--jobs`` changes either).
 - A run that diverges stops itself (``StopOnDivergence``) and the study goes on; a run
   that crashes is reported with its log at the end, and the study goes on too.
 - Restarting skips finished runs; an interrupted run resumes from its ``last.ckpt``.
-- At the end, ``normzoo report`` over the study's runs writes ``<study>/<mode>/report``.
+- At the end, ``normzoo report`` over the study's runs writes ``<study>/<mode>/report``: the seeds
+  of a run as one cell (mean and 95% interval), and the verdict on each of the study's claims.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from normzoo.errors import ConfigError
 from normzoo.files import write_atomically
 from normzoo.report.runs import load_run
 from normzoo.studies.estimate import estimate_runs, format_duration, schedule_seconds
-from normzoo.studies.spec import Mode, PlannedRun, Study, is_finished, plan_runs, resume_args, study_root
+from normzoo.studies.spec import MODES, Mode, PlannedRun, Study, is_finished, plan_runs, resume_args, study_root
 
 
 @dataclass
@@ -84,20 +87,24 @@ def run_study(
     dry_run: bool = False,
     in_process: bool = False,
     only: Sequence[str] = (),
+    seeds: int | None = None,
 ) -> int:
-    """Run every unfinished run of ``study`` and write its report; returns the exit status (1 if a run crashed)."""
-    planned = plan_runs(study, mode, runs_dir, extra_args)
+    """Run every unfinished run of ``study`` at each of its ``seeds`` (default: the mode's) and write its report;
+    returns the exit status (1 if a run crashed)."""
+    planned = plan_runs(study, mode, runs_dir, extra_args, seeds)
     if only:
-        unknown = sorted(set(only) - {run.name for run in planned})
+        names = [run.name for run in study.runs]
+        unknown = sorted(set(only) - set(names))
         if unknown:
-            raise ConfigError(f"--only {' '.join(unknown)}: no such run in {study.name}. "
-                              f"Its runs: {', '.join(run.name for run in planned)}.")
-        planned = [run for run in planned if run.name in only]
+            raise ConfigError(f"--only {' '.join(unknown)}: no such run in {study.name}. Its runs: {', '.join(names)}.")
+        planned = [run for run in planned if run.study_run.name in only]
     root = study_root(study, mode, runs_dir)
     slots = [Slot("in process", {}, ("--trainer.accelerator", "cpu"))] if in_process else make_slots(jobs)
     todo = [run for run in planned if not is_finished(run.folder)]
-    say(f"{study.title}: {len(planned)} runs in {root} ({mode} mode), {len(planned) - len(todo)} already finished, "
-        f"{len(todo)} to run on {len(slots)} x {slots[0].label.split(' ')[0]}.")
+    per_seed = len({run.study_run.name for run in planned})
+    say(f"{study.title}: {len(planned)} runs ({per_seed} x {len(planned) // max(1, per_seed)} seeds) in {root} "
+        f"({mode} mode), {len(planned) - len(todo)} already finished, {len(todo)} to run on {len(slots)} x "
+        f"{slots[0].label.split(' ')[0]}.")
     if estimate and todo:
         announce_estimate(todo, slots)
     if dry_run:
@@ -303,7 +310,8 @@ def describe(run: PlannedRun, returncode: int) -> str:
 
 
 def write_study_report(study: Study, root: Path) -> Path | None:
-    """``normzoo report`` over the study's runs, with the paper's claim on top."""
+    """``normzoo report`` over the study's runs (every seed under ``root``), with the paper's claim on top and
+    the verdict on each of the study's claims."""
     from normzoo.report import main as report_main
 
     if not any(root.glob("*/version_*")):
@@ -312,8 +320,9 @@ def write_study_report(study: Study, root: Path) -> Path | None:
     notes = root / "claim.md"
     notes.write_text(study.claim.strip() + "\n")
     runs = sorted(str(folder) for folder in root.iterdir() if folder.is_dir() and any(folder.glob("version_*")))
+    claims = [arg for claim in study.claims for arg in ("--claim", claim)]
     return report_main([*runs, "--out", str(root / "report"), "--title", study.title, "--notes", str(notes),
-                        *study.report_args])
+                        *study.report_args, *claims])
 
 
 def say(message: str) -> None:
@@ -334,7 +343,10 @@ def build_parser(study: Study, prog: str | None = None) -> argparse.ArgumentPars
     parser.add_argument("--runs-dir", default="runs/studies", help="where runs go (default: runs/studies)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs side by side: default one per GPU, or one per CPU core (one thread each)")
-    parser.add_argument("--only", nargs="*", default=[], metavar="RUN", help="run only these runs")
+    parser.add_argument("--only", nargs="*", default=[], metavar="RUN", help="run only these runs (at every seed)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="train each run with seeds 0 ... N-1 (default: "
+                             + ", ".join(f"{study.seeds_for(mode)} in {mode} mode" for mode in MODES) + ")")
     parser.add_argument("--no-estimate", action="store_true", help="skip measuring how long the study takes")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, the estimate and the commands")
     parser.add_argument("--in-process", action="store_true", help="run serially inside this process (debugging)")
@@ -358,7 +370,7 @@ def main(study: Study, argv: Sequence[str] | None = None, prog: str | None = Non
             write_study_report(study, study_root(study, args.mode, args.runs_dir))
             return 0
         return run_study(study, args.mode, args.runs_dir, args.jobs, extra, estimate=not args.no_estimate,
-                         dry_run=args.dry_run, in_process=args.in_process, only=args.only)
+                         dry_run=args.dry_run, in_process=args.in_process, only=args.only, seeds=args.seeds)
     except ConfigError as error:
         print(f"{study.name}: error: {error}", file=sys.stderr)
         return 2

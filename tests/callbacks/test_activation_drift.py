@@ -65,7 +65,7 @@ def test_first_measurement_matches_a_direct_computation(unit, trainer_kwargs):
     watched = captured["x"] if unit is None else captured["x"][:, unit]  # all 12 units, or one (Ioffe's Fig 1)
     expected = np.percentile(watched.numpy().ravel(), [15, 50, 85])
     record = drift.history[0]
-    layer_name = "backbone.blocks.1.act"
+    layer_name = "backbone.blocks.1"  # the layer of blocks.1.act
     np.testing.assert_allclose([record[f"{layer_name}/p{q}"] for q in (15, 50, 85)], expected, rtol=1e-5)
     assert record[f"{layer_name}/w1_first"] == 0.0 and record["step"] == 0.0
 
@@ -95,9 +95,9 @@ def test_logs_metrics_and_figure_to_tensorboard_with_cadence(tmp_path, trainer_k
     events = load_events(tmp_path / "drift" / "version_0")
     tags = events.Tags()
     for stat in ("p15", "p50", "p85", "mean", "std", "w1_prev", "w1_first"):
-        series = events.Scalars(f"diagnostics/activation_drift/backbone.blocks.1.act/{stat}")
+        series = events.Scalars(f"zoo/activation_drift/backbone.blocks.1/{stat}")
         assert [e.step for e in series] == [0, 5, 10, 15]
-    assert "diagnostics/activation_drift/backbone.blocks.1.act/bands" in tags["images"]
+    assert "zoo/activation_drift/backbone.blocks.1/bands" in tags["images"]
     for module in net.modules():
         assert not module._forward_hooks
         assert not module._forward_pre_hooks or all(
@@ -159,6 +159,6 @@ def test_step_zero_is_the_untrained_network_when_the_batch_is_smaller_than_the_p
     with torch.no_grad():
         initial.train()(probe)
     expected = np.percentile(captured["x"].numpy().ravel(), [15, 50, 85])
-    got = [drift.history[0][f"backbone.blocks.1.act/p{q}"] for q in (15, 50, 85)]
+    got = [drift.history[0][f"backbone.blocks.1/p{q}"] for q in (15, 50, 85)]
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert drift._initial is None  # the untrained copy is dropped once measured

@@ -81,8 +81,9 @@ def test_functional_activations_are_measured_by_activation_drift_and_dead_units(
     model, loader = gallery.GALLERY["functional"]()
     drift, dead = ActivationDrift(every_n_steps=2, probe_size=16), DeadUnits(every_n_steps=2, probe_size=16)
     L.Trainer(**trainer_kwargs(max_steps=3, callbacks=[drift, dead])).fit(model, loader)
-    assert "backbone.gelu/p50" in drift.history[0]
-    assert {"backbone.relu/dead_fraction", "backbone.sigmoid/saturated_fraction"} <= set(dead.history[0])
+    # tagged with their layers: the weight layer each one follows (relu after l1, gelu after l2, sigmoid after gate)
+    assert "backbone.l2/p50" in drift.history[0]
+    assert {"backbone.l1/dead_fraction", "backbone.gate/saturated_fraction"} <= set(dead.history[0])
 
 
 def test_per_stage_selection():
@@ -122,8 +123,10 @@ def test_a_torchvision_resnet18_gets_a_readable_number_of_tags(trainer_kwargs):
         TorchvisionResNet(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16))
     counts = {c.name: len(c.history[0]) - 1 for c in callbacks}
     assert counts == RESNET18_TAGS
-    assert callbacks[0].groups == ["net.relu", "net.layer1.1.relu#2", "net.layer2.1.relu#2", "net.layer3.1.relu#2",
-                                   "net.layer4.1.relu#2"]
+    assert callbacks[0].sites == ["net.relu", "net.layer1.1.relu#2", "net.layer2.1.relu#2", "net.layer3.1.relu#2",
+                                  "net.layer4.1.relu#2"]
+    assert callbacks[0].groups == ["net.conv1", "net.layer1.1.conv2", "net.layer2.1.conv2", "net.layer3.1.conv2",
+                                   "net.layer4.1.conv2"]  # their layers: the weight layer each one follows
 
 
 @pytest.mark.parametrize("callback_class", [ActivationDrift, DeadUnits, RunningStatsConvergence])

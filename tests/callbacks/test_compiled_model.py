@@ -24,6 +24,7 @@ from normzoo.callbacks import (
 )
 from normzoo.models import MLPClassifier
 from normzoo.speed import SpeedUp, compile_unavailable
+from normzoo.tags import diagnostic_callback
 
 
 class MemoryLogger(Logger):
@@ -65,14 +66,14 @@ def measured(compile_: bool, trainer_kwargs) -> dict[tuple[str, int], float]:
     trainer = L.Trainer(**trainer_kwargs(max_steps=6, logger=logger, log_every_n_steps=2, callbacks=callbacks))
     trainer.fit(model, data)
     assert (getattr(model, "_compiled_call_impl", None) is not None) == compile_
-    return {key: value for key, value in logger.metrics.items() if key[0].startswith("diagnostics/")}
+    return {key: value for key, value in logger.metrics.items() if diagnostic_callback(key[0])}
 
 
 @pytest.mark.skipif(compile_unavailable(torch.device("cpu")) is not None, reason="torch.compile unavailable")
 def test_every_diagnostic_measures_the_same_on_a_compiled_model(trainer_kwargs):
     eager = measured(False, trainer_kwargs)
     compiled = measured(True, trainer_kwargs)
-    families = {name.split("/")[1] for name, _ in eager}
+    families = {diagnostic_callback(name) for name, _ in eager}
     assert families == {"activation_drift", "dead_units", "running_stats", "gradient_flow", "gradient_ics",
                         "loss_landscape"}
     assert compiled.keys() == eager.keys()

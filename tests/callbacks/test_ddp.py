@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from normzoo import callbacks as diagnostics
 from normzoo.models import MLPClassifier
 from normzoo.sync_plugin import NormZooSyncBatchNorm
+from normzoo.tags import diagnostic_callback
 from tests.tb_events import load_events
 
 PER_RANK_BATCH = 8
@@ -62,7 +63,7 @@ def run(tmp_path, devices: int) -> dict[tuple[str, int], float]:
                         use_distributed_sampler=False, **(distributed if devices > 1 else {}))
     trainer.fit(model, RoundRobinData(batch))
     events = load_events(tmp_path / f"devices{devices}" / "version_0")
-    return {(tag, event.step): event.value for tag in events.Tags()["scalars"] if tag.startswith("diagnostics/")
+    return {(tag, event.step): event.value for tag in events.Tags()["scalars"] if diagnostic_callback(tag)
             for event in events.Scalars(tag)}
 
 
@@ -71,7 +72,7 @@ def test_two_ranks_log_what_one_process_logs_on_the_union(tmp_path):
     single = run(tmp_path, devices=1)
     distributed = run(tmp_path, devices=2)
     assert single.keys() == distributed.keys()
-    callbacks = {tag.split("/")[1] for tag, _ in single}
+    callbacks = {diagnostic_callback(tag) for tag, _ in single}
     assert callbacks == {"activation_drift", "dead_units", "gradient_flow", "running_stats", "gradient_ics",
                          "loss_landscape"}
     assert {step for _, step in single} == set(range(STEPS))

@@ -52,12 +52,13 @@ def test_dead_and_saturated_fractions_are_exact(tmp_path, trainer_kwargs):
     callback = DeadUnits(every_n_steps=2, probe_size=16)
     logger = TensorBoardLogger(tmp_path, name="dead", default_hp_metric=False)
     L.Trainer(**trainer_kwargs(max_steps=4, callbacks=[callback], logger=logger)).fit(ConstructedNet(), data())
-    assert [r["relu/dead_fraction"] for r in callback.history] == [0.25, 0.25]
-    assert [r["tanh/saturated_fraction"] for r in callback.history] == [0.5, 0.5]
+    # tagged with their layers: relu follows fc1, tanh follows fc2
+    assert [r["fc1/dead_fraction"] for r in callback.history] == [0.25, 0.25]
+    assert [r["fc2/saturated_fraction"] for r in callback.history] == [0.5, 0.5]
     events = load_events(tmp_path / "dead" / "version_0")
-    assert [e.value for e in events.Scalars("diagnostics/dead_units/relu/dead_fraction")] == [0.25, 0.25]
-    assert [e.step for e in events.Scalars("diagnostics/dead_units/tanh/saturated_fraction")] == [0, 2]
-    assert "diagnostics/dead_units/tanh/saturation" in events.Tags()["images"]
+    assert [e.value for e in events.Scalars("zoo/dead_units/fc1/dead_fraction")] == [0.25, 0.25]
+    assert [e.step for e in events.Scalars("zoo/dead_units/fc2/saturated_fraction")] == [0, 2]
+    assert "zoo/dead_units/fc2/saturation" in events.Tags()["images"]
 
 
 def test_threshold_moves_the_cut():

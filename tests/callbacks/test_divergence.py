@@ -42,16 +42,16 @@ def test_a_huge_learning_rate_stops_at_the_next_check_and_is_marked(tmp_path):
     assert callback.diverged_at is not None and callback.diverged_at % 5 == 0
     assert trainer.global_step == callback.diverged_at < 60
     events = load_events(tmp_path / "run" / "version_0")
-    assert scalar_series(events, "run/diverged")[0] == (callback.diverged_at, 1.0)
-    assert scalar_series(events, "run/completed") == [(callback.diverged_at, 1.0)]
+    assert scalar_series(events, "zoo/run/diverged")[0] == (callback.diverged_at, 1.0)
+    assert scalar_series(events, "zoo/run/completed") == [(callback.diverged_at, 1.0)]
 
 
 def test_a_healthy_run_trains_to_the_end_marked_not_diverged(tmp_path):
     callback, trainer = fit(0.1, tmp_path)
     assert callback.diverged_at is None and trainer.global_step == 60
     events = load_events(tmp_path / "run" / "version_0")
-    assert scalar_series(events, "run/diverged") == [(60, 0.0)]
-    assert scalar_series(events, "run/completed") == [(60, 1.0)]
+    assert scalar_series(events, "zoo/run/diverged") == [(60, 0.0)]
+    assert scalar_series(events, "zoo/run/completed") == [(60, 1.0)]
 
 
 def test_state_survives_a_checkpoint_and_bad_settings_are_clear(tmp_path):

@@ -24,7 +24,7 @@ def test_band_figures_and_saturation_maps_are_640_px_wide_figures(tmp_path, trai
     L.Trainer(**trainer_kwargs(max_steps=4, callbacks=callbacks, logger=logger)).fit(ConstructedNet(), data())
     events = load_events(tmp_path / "figures" / "version_0")
     images = {tag: events.Images(tag)[-1] for tag in events.Tags()["images"]}
-    assert {"diagnostics/activation_drift/tanh/bands", "diagnostics/dead_units/tanh/saturation"} <= set(images)
+    assert {"zoo/activation_drift/fc2/bands", "zoo/dead_units/fc2/saturation"} <= set(images)
     for tag, image in images.items():
         width, height = Image.open(io.BytesIO(image.encoded_image_string)).size
         assert (width, height) == (640, 400), tag  # not the bare 100 x 128 map of probe samples x units

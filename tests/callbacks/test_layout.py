@@ -44,24 +44,29 @@ def drawn(tags: list[str], scalars: set[str], margin: bool) -> set[str]:
 
 def test_the_percentile_band_is_a_margin_chart_per_layer(logged):
     layout, margins, scalars = logged
-    prefix = "diagnostics/activation_drift"
+    prefix = "zoo/activation_drift"
     layers = sorted({tag[len(prefix) + 1:].rsplit("/", 1)[0] for tag in scalars if tag.startswith(prefix + "/")})
-    assert layers == ["features.2", "features.5"]
-    assert margins[prefix] == {f"{layer}: p50 in p15-p85": [(f"{prefix}/{layer}/p50", f"{prefix}/{layer}/p15",
-                                                              f"{prefix}/{layer}/p85")] for layer in layers}
-    for series in margins[prefix].values():
+    assert layers == ["features.0", "features.3"]  # the ReLUs features.2 and .5, named after the convs they follow
+    bands = f"{prefix} bands"  # a category of their own, first: TensorBoard draws margin charts after the others
+    assert list(layout)[:2] == [bands, prefix] and not margins[prefix]
+    assert margins[bands] == {f"{layer}: p50 in p15-p85": [(f"{prefix}/{layer}/p50", f"{prefix}/{layer}/p15",
+                                                             f"{prefix}/{layer}/p85")] for layer in layers}
+    for series in margins[bands].values():
         assert set(series[0]) <= scalars  # each band draws tags that the run logged
-    assert not margins["diagnostics/gradient_ics"] and not margins["diagnostics/gradient_flow"]
-    assert list(layout[prefix])[:2] == [f"{layer}: p50 in p15-p85" for layer in layers]  # the band charts first
+    assert not margins["zoo/gradient_ics"] and not margins["zoo/gradient_flow"]
+    # TensorBoard draws a category's margin charts last first: written in reverse, they show layer by layer
+    assert list(layout[bands]) == [f"{layer}: p50 in p15-p85" for layer in reversed(layers)]
 
 
 def test_no_chart_mixes_statistic_families_or_layers(logged):
     layout, margins, scalars = logged
-    assert set(layout) == {f"diagnostics/{name}" for name in ("activation_drift", "gradient_ics", "gradient_flow")}
+    assert set(layout) == {f"zoo/{name}" for name in ("activation_drift", "gradient_ics", "gradient_flow")} | {
+        "zoo/activation_drift bands"}
     covered: set[str] = set()
-    for category, charts in layout.items():
+    for title_of_category, charts in layout.items():
+        category = title_of_category.removesuffix(" bands")
         for title, tags in charts.items():
-            lines = drawn(tags, scalars, title in margins[category])
+            lines = drawn(tags, scalars, title in margins[title_of_category])
             assert lines, (title, tags)
             assert all(tag.startswith(category + "/") for tag in lines), (title, lines)
             stats = {tag.rsplit("/", 1)[1] for tag in lines}
@@ -69,8 +74,8 @@ def test_no_chart_mixes_statistic_families_or_layers(logged):
             (layer,) = {tag[len(category) + 1:].rsplit("/", 1)[0] for tag in lines}  # one layer per chart
             assert title.startswith(f"{layer}: "), (title, layer)
             covered |= lines
-    assert covered == {tag for tag in scalars if tag.startswith("diagnostics/")}  # every statistic is charted
-    for tags in layout["diagnostics/gradient_ics"].values():
+    assert covered == {tag for tag in scalars if tag.startswith("zoo/")}  # every statistic is charted
+    for tags in layout["zoo/gradient_ics"].values():
         assert not {"cosine", "l2_diff"} <= {tag.rsplit("/", 1)[1] for tag in drawn(tags, scalars, False)}
 
 
@@ -82,7 +87,7 @@ def test_other_percentiles_band_the_outermost_pair_around_the_median():
     callback = ActivationDrift(percentiles=(5, 25, 50, 75, 95))
     callback.groups = ["blocks.0.act"]
     charts = callback.layout_charts(None)
-    prefix = "diagnostics/activation_drift/blocks.0.act"
+    prefix = "zoo/activation_drift/blocks.0.act"
     assert charts["blocks.0.act: p50 in p5-p95"] == Margin(f"{prefix}/p50", f"{prefix}/p5", f"{prefix}/p95")
     assert all(re.search(charts["blocks.0.act: percentiles"][0], f"{prefix}/p{q}") for q in (5, 25, 50, 75, 95))
 

@@ -19,6 +19,7 @@ from normzoo.callbacks import (
     LossLandscape,
     RunningStatsConvergence,
 )
+from normzoo.tags import diagnostic_callback
 from tests.fixtures import gaussian_loader
 from tests.tb_events import custom_scalars_layout, load_events
 
@@ -57,33 +58,38 @@ def test_every_callback_logs_for_a_user_module(tmp_path, trainer_kwargs):
     L.Trainer(**trainer_kwargs(max_steps=9, callbacks=callbacks(), logger=logger)).fit(UserCNN(), loader())
     events = load_events(tmp_path / "user" / "version_0")
     tags = events.Tags()
+    # one name per layer: conv features.0 with its BN features.1 and ReLU features.2; conv features.3 with .4 and .5
     expected = [
-        "diagnostics/activation_drift/features.2/p50",
-        "diagnostics/dead_units/features.2/dead_fraction",
-        "diagnostics/dead_units/features.5/saturated_fraction",
-        "diagnostics/gradient_flow/features.0.weight/update_ratio_log10",
-        "diagnostics/gradient_flow/features.1/entropy",
-        "diagnostics/running_stats/features.4/mean_gap",
-        "diagnostics/running_stats/train_eval/loss_gap",
-        "diagnostics/gradient_ics/features.3/l2_diff",
-        "diagnostics/gradient_ics/head/cosine",
-        "diagnostics/loss_landscape/loss_variation",
-        "diagnostics/loss_landscape/grad_change_max",
-        "diagnostics/loss_landscape/beta_smoothness",
+        "zoo/activation_drift/features.0/p50",
+        "zoo/dead_units/features.0/dead_fraction",
+        "zoo/dead_units/features.3/saturated_fraction",
+        "zoo/gradient_flow/features.0/update_ratio_log10",
+        "zoo/gradient_flow/features.0/entropy",
+        "zoo/running_stats/features.3/mean_gap",
+        "zoo/running_stats/train_eval/loss_gap",
+        "zoo/gradient_ics/features.3/l2_diff",
+        "zoo/gradient_ics/head/cosine",
+        "zoo/loss_landscape/loss_variation",
+        "zoo/loss_landscape/grad_change_max",
+        "zoo/loss_landscape/beta_smoothness",
     ]
     for tag in expected:
         assert tag in tags["scalars"], tag
         assert [event.step for event in events.Scalars(tag)] == [0, 4, 8], tag
-    assert "diagnostics/activation_drift/features.5/bands" in tags["images"]
-    assert "diagnostics/dead_units/features.5/saturation" in tags["images"]
+    layers = {tag.split("/")[2] for tag in tags["scalars"] if diagnostic_callback(tag) and tag.count("/") == 3}
+    assert layers == {"features.0", "features.3", "head", "train_eval"}
+    assert "zoo/activation_drift/features.3/bands" in tags["images"]
+    assert "zoo/dead_units/features.3/saturation" in tags["images"]
 
     layout = custom_scalars_layout(events)  # a chart per (layer, family), so runs overlay layer by layer
-    assert set(layout) == {f"diagnostics/{name}" for name in ("activation_drift", "dead_units", "gradient_flow",
-                                                             "running_stats", "gradient_ics", "loss_landscape")}
-    assert set(layout["diagnostics/activation_drift"]) == {
-        f"{layer}: {family}" for layer in ("features.2", "features.5")
+    assert set(layout) == {f"zoo/{name}" for name in ("activation_drift", "dead_units", "gradient_flow",
+                                                      "running_stats", "gradient_ics", "loss_landscape")} | {
+        "zoo/activation_drift bands", "zoo/loss_landscape bands"}
+    assert set(layout["zoo/activation_drift bands"]) | set(layout["zoo/activation_drift"]) == {
+        f"{layer}: {family}" for layer in ("features.0", "features.3")
         for family in ("p50 in p15-p85", "mean, std", "w1 distance")}
-    assert set(layout["diagnostics/loss_landscape"]) == {"loss, band: range along the step", "loss_variation",
+    assert set(layout["zoo/loss_landscape bands"]) == {"loss, band: range along the step"}
+    assert set(layout["zoo/loss_landscape"]) == {"loss_variation",
                                                          "gradient_predictiveness", "beta_smoothness"}
     for charts in layout.values():
         for regexes in charts.values():

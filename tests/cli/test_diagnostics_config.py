@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from normzoo.cli import main
+from normzoo.tags import diagnostic_callback
 from tests.callbacks.histories import measured_steps
 from tests.tb_events import custom_scalars_layout, hparams_plugin, load_events
 
@@ -24,8 +25,8 @@ def diagnostics_steps(run_dir) -> dict[str, set[int]]:
     events = load_events(run_dir)
     steps: dict[str, set[int]] = {}
     for tag in events.Tags()["scalars"]:
-        if tag.startswith("diagnostics/"):
-            steps.setdefault(tag.split("/")[1], set()).update(event.step for event in events.Scalars(tag))
+        if diagnostic_callback(tag):
+            steps.setdefault(diagnostic_callback(tag), set()).update(event.step for event in events.Scalars(tag))
     return steps
 
 
@@ -37,7 +38,8 @@ def test_yaml_callbacks_log_and_resume_their_curves(tmp_path):
 
     events = load_events(first_run)  # the three TensorBoard views beyond plain scalars
     assert "_hparams_/session_start_info" in hparams_plugin(events)
-    assert set(custom_scalars_layout(events)) == {f"diagnostics/{name}" for name in CALLBACKS.values()}
+    assert set(custom_scalars_layout(events)) == {f"zoo/{name}" for name in CALLBACKS.values()} | {
+        "zoo/activation_drift bands", "zoo/loss_landscape bands"}
     images = events.Tags()["images"]
     assert any(tag.endswith("/bands") for tag in images) and any(tag.endswith("/saturation") for tag in images)
 

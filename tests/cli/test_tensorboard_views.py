@@ -1,7 +1,9 @@
-"""TensorBoard's HPARAMS tab on two real runs (BN and no norm), read through TensorBoard's own HTTP API.
+"""TensorBoard's HPARAMS and CUSTOM SCALARS tabs on two real runs (BN and no norm, with the diagnostics
+overlay), read through TensorBoard's own HTTP API.
 
 TensorBoard is started on the runs folder as a person would start it, and queried with the
-requests its frontend sends (POSTs of JSON to ``/data/plugin/hparams/...``).
+requests its frontend sends (POSTs of JSON to ``/data/plugin/hparams/...``, a GET of
+``/data/plugin/custom_scalars/layout``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ URL = re.compile(r"(http://127\.0\.0\.1:\d+/)")
 
 
 def fit(runs_dir: Path, norm: str) -> None:
-    main(["fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(runs_dir), "--run_name", norm,
-          "--model.norm", norm, *SHORT_RUN])
+    main(["fit", "--config", "configs/quickstart.yaml", "--config", "configs/diagnostics.yaml", "--runs_dir",
+          str(runs_dir), "--run_name", norm, "--model.norm", norm, *SHORT_RUN])
 
 
 @contextmanager
@@ -59,6 +61,11 @@ def tensorboard(logdir: Path, timeout: float = 60.0) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+def get(url: str, route: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}data/plugin/{route}", timeout=30) as response:
+        return json.load(response)
+
+
 def post(url: str, route: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(f"{url}data/plugin/hparams/{route}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
@@ -67,7 +74,7 @@ def post(url: str, route: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_hparams_tab_shows_the_key_hyperparameters_first_and_only_logged_metrics(tmp_path):
+def test_hparams_show_key_hyperparameters_first_and_only_logged_metrics_and_bands_are_margin_charts(tmp_path):
     runs = tmp_path / "runs"
     for norm in ("bn", "none"):
         fit(runs, norm)
@@ -75,6 +82,7 @@ def test_hparams_tab_shows_the_key_hyperparameters_first_and_only_logged_metrics
         experiment = post(url, "experiment", {"experimentName": "", "hparamsLimit": 1000})  # as the frontend asks
         groups = post(url, "session_groups", {"experimentName": "", "startIndex": 0, "sliceSize": 100,
                                               "allowedStatuses": STATUSES})
+        layout = get(url, "custom_scalars/layout")
 
     infos = experiment["hparamInfos"]
     # the frontend lists these first and ticks the first TICKED of them: the ones that tell runs apart
@@ -92,3 +100,11 @@ def test_hparams_tab_shows_the_key_hyperparameters_first_and_only_logged_metrics
     norms = {group["hparams"]["norm"] for group in groups["sessionGroups"]}
     assert norms == {"bn", "none"}
     assert {group["hparams"]["model"] for group in groups["sessionGroups"]} == {"MLPClassifier"}
+
+    categories = [category["title"] for category in layout["category"]]
+    assert categories[:2] == ["zoo/activation_drift bands", "zoo/activation_drift"]
+    bands = layout["category"][0]["chart"]
+    assert [chart["title"] for chart in bands] == [f"backbone.blocks.{i}: p50 in p15-p85" for i in (2, 1, 0)]
+    (series,) = bands[-1]["margin"]["series"]  # TensorBoard draws these last first: block 0 on top
+    prefix = "zoo/activation_drift/backbone.blocks.0/"
+    assert series == {"value": prefix + "p50", "lower": prefix + "p15", "upper": prefix + "p85"}

@@ -1,7 +1,11 @@
-"""Checks shared by the tests of the norm tools: layers by type, BN buffers, leftover hooks."""
+"""Checks shared by the tests of the norm tools: layers by type, BN buffers, leftover hooks, one thread."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -22,3 +26,12 @@ def bn_buffers(model: nn.Module) -> dict[str, Tensor]:
 
 def no_hooks_anywhere(model: nn.Module) -> bool:
     return all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, for tests of many tiny tensors: more threads only add overhead (and spin when busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

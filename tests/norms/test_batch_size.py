@@ -8,10 +8,11 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from normzoo.models import MLPClassifier
-from normzoo.norms import BNBatchSize, bn_batch_size, convert_sync_norms
+from normzoo.norms import BNBatchSize, GhostBatchNorm, bn_batch_size, convert_sync_norms
 
 
 def test_effective_batch_counts_ranks_only_when_synchronized():
@@ -43,17 +44,25 @@ def fit(norm: str, batch_size: int, tmp_path) -> dict[str, float]:
     rows = (tmp_path / norm / "version_0" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     values = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
-    return {key: float(row[key]) for row in values for key in row if key.startswith("bn/") and row[key]}
+    return {key: float(row[key]) for row in values for key in row if key.startswith("zoo/bn/") and row[key]}
 
 
 def test_training_bn_on_a_small_batch_warns_and_logs_the_batch(tmp_path):
     with pytest.warns(UserWarning, match="BatchNorm computes its statistics from 8 samples"):
         logged = fit("bn", 8, tmp_path)
-    assert logged == {"bn/batch_size_per_rank": 8.0, "bn/effective_batch_size": 8.0}
+    assert logged == {"zoo/bn/batch_size_per_rank": 8.0, "zoo/bn/effective_batch_size": 8.0}
 
 
 def test_no_warning_at_16_or_without_batch_statistics(tmp_path):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*BatchNorm computes.*")
-        assert fit("bn", 16, tmp_path)["bn/effective_batch_size"] == 16.0
+        assert fit("bn", 16, tmp_path)["zoo/bn/effective_batch_size"] == 16.0
         assert fit("ln", 4, tmp_path) == {}
+
+
+def test_ghost_bn_normalizes_over_its_chunks_on_one_rank():
+    model = nn.Sequential(nn.Linear(4, 6), GhostBatchNorm(6, virtual_batch_size=8))
+    size = bn_batch_size(model, per_rank=64, world_size=2)
+    assert (size.per_rank, size.effective, size.synced) == (8, 8, False)  # chunks never span ranks
+    assert "from 8 samples" in size.warning()
+    assert bn_batch_size(model, per_rank=4).effective == 4  # a batch smaller than a chunk is one chunk

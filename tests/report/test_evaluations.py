@@ -8,7 +8,7 @@ from normzoo.report import load_runs, write_report
 from normzoo.report.runs import split_evaluations
 from tests.report.test_report import make_run
 
-FIT = {"val/acc": [(99, 0.8), (199, 0.9)], "train/loss": [(10, 2.0), (200, 0.3)], "run/completed": [(200, 1.0)]}
+FIT = {"val/acc": [(99, 0.8), (199, 0.9)], "train/loss": [(10, 2.0), (200, 0.3)], "zoo/run/completed": [(200, 1.0)]}
 
 
 def test_an_evaluation_is_listed_with_its_fit_run_and_step(tmp_path):

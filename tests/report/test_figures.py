@@ -21,7 +21,7 @@ from normzoo.report.figures import (
 from normzoo.report.runs import load_runs
 
 MIN_WIDTH_PX = 640
-LAYER = "diagnostics/activation_drift/backbone.blocks.2.act"
+LAYER = "zoo/activation_drift/backbone.blocks.2"
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_the_report_draws_every_band_by_default_and_no_png_is_narrow(runs_dir, t
     normzoo_main(["report", str(runs_dir), "--out", str(tmp_path / "out")])
     assert "normzoo report: 2 runs" in capsys.readouterr().out
     bands = sorted(p.name for p in (tmp_path / "out" / "bands").iterdir())
-    assert bands == [f"diagnostics_activation_drift_backbone.blocks.{i}.act.png" for i in range(3)]
+    assert bands == [f"zoo_activation_drift_backbone.blocks.{i}.png" for i in range(3)]
     assert "## Percentile bands" in (tmp_path / "out" / "report.md").read_text()
     pngs = sorted((tmp_path / "out").rglob("*.png"))
     assert len(pngs) > 20 and (tmp_path / "out" / "curves" / "val_loss.png") in pngs
@@ -57,13 +57,13 @@ def test_the_report_draws_every_band_by_default_and_no_png_is_narrow(runs_dir, t
 def test_an_unknown_band_prefix_is_a_one_line_error_listing_the_valid_ones(runs_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         normzoo_main(["report", str(runs_dir), "--out", str(tmp_path / "out"),
-                      "--bands", "diagnostics/activation_drift/blocks.2.act"])  # the layer without its backbone.
+                      "--bands", "zoo/activation_drift/blocks.2"])  # the layer without its backbone.
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
-    assert "--bands diagnostics/activation_drift/blocks.2.act:" in error
+    assert "--bands zoo/activation_drift/blocks.2:" in error
     assert f"valid prefixes: {LAYER.replace('2', '0')}, " in error
-    assert f"{LAYER} (or diagnostics/activation_drift/* for every layer)" in error
+    assert f"{LAYER} (or zoo/activation_drift/* for every layer)" in error
     assert not (tmp_path / "out" / "report.md").exists()
 
 

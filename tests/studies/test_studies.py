@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from normzoo.report.runs import load_run
+from normzoo.report.cells import seeded_name
+from normzoo.report.runs import load_run, load_runs
 from normzoo.studies import STUDIES, Study, StudyRun, main, plan_runs, run_study
 from normzoo.studies.estimate import estimate_runs, format_duration, planned_steps, schedule_seconds
 from normzoo.studies.runner import make_slots
@@ -25,19 +26,32 @@ def legend(png: Path) -> set[str]:
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_each_study_runs_in_tiny_mode_and_reports_every_run(name, tmp_path):
+    """Every study at one seed (the cheapest check of its machinery); the tutorial at 2, to check its seeds."""
     study = STUDIES[name]
-    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True) == 0
+    seeds = 2 if name == "tutorial" else 1
+    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True, seeds=seeds) == 0
     report_dir = tmp_path / name / "tiny" / "report"
-    table = (report_dir / "report.md").read_text().split("## Runs")[1]
+    report = (report_dir / "report.md").read_text()
+    table = report.split("## Runs")[1]
     drawn = legend(report_dir / "curves" / "train_loss.png")
     for run in study.runs:
-        assert f"| {run.name} |" in table
-        assert run.name in drawn or f"{run.name} (diverged)" in drawn
-    assert study.claim.strip().splitlines()[0] in (report_dir / "report.md").read_text()
+        for seed in range(seeds):
+            assert f"| {seeded_name(run.name, seed)} |" in table
+        assert run.name in drawn or f"{run.name} (diverged)" in drawn  # one line per cell
+    assert study.claim.strip().splitlines()[0] in report
+    claims = report.split("## Claims")[1].split("\n## ")[0]
+    assert [line.split(" | ")[1] for line in claims.splitlines() if line.startswith("| ") and "`" in line] == [
+        f"`{claim.expression}`" for claim in study.parsed_claims]
     extra_figures = {"ioffe_mnist": "bands", "santurkar": "heatmap.png", "wu_he": "versus.png",
                      "lr_sensitivity": "heatmap.png", "init_sensitivity": "heatmap.png"}
     if name in extra_figures:
         assert (report_dir / extra_figures[name]).exists()
+    if seeds > 1:  # each seed is real and recorded, and the seeds of a run are one cell
+        runs = {run.label: run for run in load_runs([tmp_path / name / "tiny"])}
+        assert {label: run.hparams["seed"] for label, run in runs.items()} == {
+            "bn_seed0": 0, "bn_seed1": 1, "none_seed0": 0, "none_seed1": 1}
+        assert runs["bn_seed0"].scalars["train/loss"].values != runs["bn_seed1"].scalars["train/loss"].values
+        assert "| bn | 2 | 0, 1 | 2 completed |" in report.split("## Cells")[1]
 
 
 def tiny_study(*runs: StudyRun) -> Study:
@@ -49,25 +63,26 @@ def tiny_study(*runs: StudyRun) -> Study:
 def test_a_diverging_run_is_marked_and_the_study_finishes_and_restarts_skip_it(tmp_path, capsys):
     study = tiny_study(StudyRun("calm", ("--model.norm", "bn", "--optimizer.init_args.lr", "0.1")),
                        StudyRun("blowup", ("--model.norm", "none", "--optimizer.init_args.lr", "1e9")))
-    assert main(study, ["--tiny", "--jobs", "2", "--no-estimate", "--runs-dir", str(tmp_path)]) == 0  # 2 processes
+    args = ["--tiny", "--seeds", "1", "--no-estimate", "--runs-dir", str(tmp_path)]
+    assert main(study, [*args, "--jobs", "2"]) == 0  # 2 processes
     out = capsys.readouterr().out
-    assert "blowup: diverged at step" in out and "calm: completed at step 3" in out
+    assert "blowup_seed0: diverged at step" in out and "calm_seed0: completed at step 3" in out
     root = tmp_path / "probe" / "tiny"
     report = (root / "report" / "report.md").read_text()
-    assert "| blowup | **diverged** at step" in report and "| calm | completed | 3 |" in report
+    assert "| blowup_seed0 | **diverged** at step" in report and "| calm_seed0 | completed | 3 |" in report
     assert "| none | – | diverged |" in report  # the heat map's table: lr 0.1 and 1e9
-    assert load_run(root / "blowup" / "version_0").status == "diverged"
-    assert "DIVERGED: the training loss became NaN/inf by step" in (root / "logs" / "blowup.log").read_text()
+    assert load_run(root / "blowup_seed0" / "version_0").status == "diverged"
+    assert "DIVERGED: the training loss became NaN/inf by step" in (root / "logs" / "blowup_seed0.log").read_text()
 
-    assert main(study, ["--tiny", "--no-estimate", "--in-process", "--runs-dir", str(tmp_path)]) == 0
+    assert main(study, [*args, "--in-process"]) == 0
     assert "2 already finished, 0 to run" in capsys.readouterr().out
-    assert sorted(p.name for p in (root / "calm").iterdir()) == ["version_0"]
+    assert sorted(p.name for p in (root / "calm_seed0").iterdir()) == ["version_0"]
 
 
 def test_an_interrupted_run_without_checkpoint_restarts_from_scratch(tmp_path, capsys):
     study = tiny_study(StudyRun("late", ("--model.norm", "bn")))
-    partial = tmp_path / "probe" / "tiny" / "late" / "version_0"
-    with SummaryWriter(str(partial)) as writer:  # what a killed run leaves: events, no run/completed
+    partial = tmp_path / "probe" / "tiny" / "late_seed0" / "version_0"
+    with SummaryWriter(str(partial)) as writer:  # what a killed run leaves: events, no zoo/run/completed
         writer.add_scalar("train/loss", 2.0, 1)
     assert not is_finished(partial.parent)
     assert resume_args(partial.parent) == () and not partial.parent.exists()
@@ -76,7 +91,7 @@ def test_an_interrupted_run_without_checkpoint_restarts_from_scratch(tmp_path, c
     (partial / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert resume_args(partial.parent) == ("--ckpt_path", "last")
     (partial / "checkpoints" / "last.ckpt").unlink()
-    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True) == 0
+    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True, seeds=1) == 0
     assert "0 already finished, 1 to run" in capsys.readouterr().out
     assert load_run(partial).status == "completed"
 
@@ -84,9 +99,10 @@ def test_an_interrupted_run_without_checkpoint_restarts_from_scratch(tmp_path, c
 def test_the_estimate_counts_the_trainers_steps_and_times_them(tmp_path):
     study = tiny_study(StudyRun("a", ("--model.norm", "bn")), StudyRun("b", ("--model.norm", "bn")),
                        StudyRun("c", ("--model.norm", "none", "--data.batch_size", "30")))
-    quick = estimate_runs(plan_runs(study, "quick", tmp_path), torch.device("cpu"))
-    assert {name: e.steps for name, e in quick.items()} == {"a": 335, "b": 335, "c": 670}  # 5 x ceil(4,000 / B)
-    assert quick["a"].step_seconds == quick["b"].step_seconds > 0  # one timing per distinct setup
+    quick = estimate_runs(plan_runs(study, "quick", tmp_path), torch.device("cpu"))  # 3 seeds each
+    steps = {"a": 335, "b": 335, "c": 670}  # 5 x ceil(4,000 / B)
+    assert {name: e.steps for name, e in quick.items()} == {f"{n}_seed{k}": steps[n] for n in steps for k in range(3)}
+    assert quick["a_seed0"].step_seconds == quick["b_seed2"].step_seconds > 0  # one timing per distinct setup
     tiny = estimate_runs(plan_runs(study, "tiny", tmp_path), torch.device("cpu"))
     assert {e.steps for e in tiny.values()} == {3}
     assert not any(tmp_path.iterdir())  # estimating writes nothing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from normzoo.errors import ConfigError
 from normzoo.studies.catalog import (
+    cohen_eos,
     init_sensitivity,
     ioffe_mnist,
     lr_sensitivity,
@@ -22,7 +23,7 @@ from normzoo.studies.spec import Study
 
 STUDIES: dict[str, Study] = {
     module.STUDY.name: module.STUDY
-    for module in (ioffe_mnist, santurkar, wu_he, tutorial, lr_sensitivity, init_sensitivity, placement)
+    for module in (ioffe_mnist, santurkar, wu_he, tutorial, lr_sensitivity, init_sensitivity, placement, cohen_eos)
 }
 """Every study of the catalog by name, in the order ``normzoo study --list`` shows them."""
 

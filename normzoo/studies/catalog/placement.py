@@ -33,5 +33,12 @@ works as well or better for ReLU. Both placements should beat no norm.
     quick_configs=("studies/catalog/mlp_sweep.quick.yaml",),
     runs=runs(),
     report_args=("--columns", "norm", "norm_position", "activation", "lr", "--no-diagnostics"),
+    claims=(
+        "Ioffe & Szegedy: BN before the nonlinearity: bn_before_sigmoid > bn_after_sigmoid on val/acc",
+        "BN before ReLU beats no norm: bn_before_relu > none_relu on val/acc",
+        "BN after ReLU beats no norm: bn_after_relu > none_relu on val/acc",
+        "BN before sigmoid beats no norm: bn_before_sigmoid > none_sigmoid on val/acc",
+        "BN after sigmoid beats no norm: bn_after_sigmoid > none_sigmoid on val/acc",
+    ),
     root=PACKAGE_ROOT,
 )

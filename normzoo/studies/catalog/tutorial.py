@@ -23,6 +23,10 @@ gradient; BN keeps their inputs standardized, so few units saturate and the netw
         # the saturated fraction of the hidden tanh layer (|tanh| > 0.97) on one batch, so the curve starts at step 0
         StudyDiagnostic("DeadUnits", 100, 50, {"layers": ["last"], "threshold": 0.97, "probe_size": 32}),
     ),
-    report_args=("--curves", "val/acc", "train/loss", "diagnostics/dead_units/*/saturated_fraction"),
+    report_args=("--curves", "val/acc", "train/loss", "zoo/dead_units/*/saturated_fraction"),
+    claims=(
+        "without BN more tanh units saturate: none > bn on zoo/dead_units/*/saturated_fraction",
+        "BN trains better: bn > none on val/acc",
+    ),
     root=PACKAGE_ROOT,
 )
