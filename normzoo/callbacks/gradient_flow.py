@@ -15,7 +15,7 @@ from typing_extensions import override
 from normzoo.callbacks.base import Diagnostic
 from normzoo.callbacks.capture import select_per_stage
 from normzoo.callbacks.distribution import channel_moments
-from normzoo.callbacks.layer_names import LastWeightLayer, own_weight_layer, tracking_weight_layers
+from normzoo.callbacks.layer_names import own_weight_layer, weight_layers_before
 from normzoo.callbacks.layout import Charts, family_charts
 from normzoo.callbacks.probe import after_next_step, eager_calls, measuring, snapshot, sum_over_ranks
 from normzoo.norms import norm_layers
@@ -24,15 +24,12 @@ LOG_2_PI_E = math.log(2 * math.pi * math.e)
 
 
 class _OutputMoments:
-    """Forward hook: adds each call's per-channel count, sum and sum of squares (float64) of a layer's output,
-    and notes the weight layer called last before the layer's first call (which names its layer)."""
+    """Forward hook: adds each call's per-channel count, sum and sum of squares (float64) of a layer's output."""
 
-    def __init__(self, store: dict[str, Tensor], name: str, weight_layers: LastWeightLayer,
-                 weight_of: dict[str, str | None]) -> None:
-        self.store, self.name, self.weight_layers, self.weight_of = store, name, weight_layers, weight_of
+    def __init__(self, store: dict[str, Tensor], name: str) -> None:
+        self.store, self.name = store, name
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.weight_of.setdefault(self.name, self.weight_layers.last)
         if isinstance(output, Tensor) and output.dim() >= 2 and not measuring():  # training passes only
             moments = channel_moments(output)
             self.store[self.name] = moments + self.store[self.name] if self.name in self.store else moments
@@ -141,9 +138,9 @@ class GradientFlow(Diagnostic):
         self._armed_step = step
         if self.norms and not self._norm_hooks:
             modules = dict(pl_module.named_modules())
-            weight_layers = self._eager.enter_context(tracking_weight_layers(pl_module))
-            self._norm_hooks = [modules[name].register_forward_hook(
-                _OutputMoments(self._moments, name, weight_layers, self._norm_weight_layers)) for name in self.norms]
+            self._norm_weight_layers = self._eager.enter_context(weight_layers_before(pl_module, self.norms))
+            self._norm_hooks = [modules[name].register_forward_hook(_OutputMoments(self._moments, name))
+                                for name in self.norms]
             self._eager.enter_context(eager_calls(pl_module))  # a compiled forward would skip the hooks
 
     @torch.no_grad()
