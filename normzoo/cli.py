@@ -405,7 +405,8 @@ def main(args: Any = None) -> None:
     """Entry point of the ``normzoo`` console script and of ``python -m normzoo``.
 
     ``normzoo report RUN_DIR...`` goes to ``normzoo.report``, ``normzoo study ...`` to
-    ``normzoo.studies.command``; every other subcommand to ``NormZooCLI``. A mistake in the
+    ``normzoo.studies.command``, ``normzoo sweep ...`` to ``normzoo.studies.sweep``; every
+    other subcommand to ``NormZooCLI``. A mistake in the
     user's input (see ``normzoo.errors``) is printed as one message and exits with status 2;
     other errors keep their traceback.
     """
@@ -416,10 +417,11 @@ def main(args: Any = None) -> None:
 
             report_main(argv[1:])
             return
-        if argv and argv[0] == "study":
+        if argv and argv[0] in ("study", "sweep"):
             from normzoo.studies.command import main as study_main
+            from normzoo.studies.sweep import main as sweep_main
 
-            status = study_main(argv[1:])
+            status = (study_main if argv[0] == "study" else sweep_main)(argv[1:])
             if status:
                 raise SystemExit(status)
             return

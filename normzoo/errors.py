@@ -8,7 +8,8 @@ plain-Python caller would catch (``ValueError``, ``RuntimeError``, ``OSError``).
   found before or while the run is built;
 - ``DataError``: the data a run reads cannot be used (NaN/inf values, images of the wrong
   type, a layer left with one value per statistic), found while it runs;
-- ``CheckpointWriteError``, ``DatasetUnavailableError``: a file that cannot be written or read.
+- ``CheckpointWriteError``, ``DatasetUnavailableError``: a file that cannot be written or read;
+- ``RunPreempted``: a study's or sweep's run was ended by a signal, so its executor starts it again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "DatasetUnavailableError",
     "DiagnosticError",
     "NormZooError",
+    "RunPreempted",
     "UnknownNormError",
     "find_user_error",
 ]
@@ -56,6 +58,10 @@ class DatasetUnavailableError(NormZooError, RuntimeError):
 
 class CheckpointWriteError(NormZooError, OSError):
     """A checkpoint could not be written; the file it would have replaced is untouched."""
+
+
+class RunPreempted(NormZooError, RuntimeError):
+    """A run's process was ended by a signal (a scheduler's preemption): its executor retries it from ``last.ckpt``."""
 
 
 def find_user_error(error: BaseException | None) -> NormZooError | None:

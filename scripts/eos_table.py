@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from normzoo.report.cells import Cell, group_cells
+from normzoo.report.figures import banded_line, save_figure
 from normzoo.report.intervals import Interval
 from normzoo.report.runs import Run, Series, load_runs, split_evaluations
 from normzoo.report.tables import format_interval, markdown_table
@@ -152,11 +152,7 @@ def draw_figure(cells: Sequence[Cell], summaries: dict[str, list[EdgeSummary]], 
         for cell in members:
             steps = sorted({step for s in summaries[cell.label] for step in s.steps})
             found = [Interval.of(v for s in summaries[cell.label] if (v := s.at(step)) is not None) for step in steps]
-            mean = [i.mean if i else math.nan for i in found]
-            lines = ax.plot(steps, mean, label=f"lr {cell.hparams().get('lr', cell.label)}")
-            low = [i.low if i and i.low is not None else m for i, m in zip(found, mean, strict=True)]
-            high = [i.high if i and i.high is not None else m for i, m in zip(found, mean, strict=True)]
-            ax.fill_between(steps, low, high, color=lines[0].get_color(), alpha=0.2, linewidth=0)
+            banded_line(ax, steps, found, f"lr {cell.hparams().get('lr', cell.label)}")
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_title(f"norm: {norm}")
         ax.set_xlabel("step")
@@ -164,10 +160,7 @@ def draw_figure(cells: Sequence[Cell], summaries: dict[str, list[EdgeSummary]], 
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     axes[0].set_ylabel("sharpness / (2 / lr)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

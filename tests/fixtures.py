@@ -6,7 +6,11 @@ does not depend on what ran before it.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor
@@ -42,3 +46,15 @@ def gaussian_loader(
 ) -> DataLoader:
     """A ``DataLoader`` over ``gaussian_data(n, shape, num_classes, **data_options)``."""
     return DataLoader(gaussian_data(n, shape, num_classes, **data_options), batch_size=batch_size, shuffle=shuffle)
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str, monkeypatch) -> ModuleType:
+    """``scripts/<name>.py`` as a module, registered in ``sys.modules`` while the test runs (dataclasses need it)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module

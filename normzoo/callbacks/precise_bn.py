@@ -11,7 +11,7 @@ error with precise statistics, over training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import lightning as L
@@ -30,6 +30,7 @@ from normzoo.callbacks.probe import RngState, capture_rng, preserved_state, rest
 from normzoo.callbacks.running_stats import hits, primary_output
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance, recalibrate_bn
+from normzoo.norms.moments import statistics_gap
 
 MODEL_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "val_loss_ema, val_loss_precise": ("val_loss_ema", "val_loss_precise"),
@@ -39,21 +40,12 @@ MODEL_FAMILIES: Mapping[str, tuple[str, ...]] = {
 }
 """The whole model's statistics, by chart: a loss in nats and an error in fractions never share one."""
 
+BATCH_FAMILIES: Mapping[str, tuple[str, ...]] = {"val_loss_batch": ("val_loss_batch",),
+                                                 "val_error_batch": ("val_error_batch",)}
+"""The train-mode evaluation's charts, with ``batch_statistics=True``."""
+
 LAYER_FAMILIES: Mapping[str, tuple[str, ...]] = {"mean_gap, var_gap": ("mean_gap", "var_gap")}
 """Each BN layer's statistics: two relative distances."""
-
-
-def statistics_gap(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor,
-                   eps: float) -> tuple[Tensor, Tensor]:
-    """How far running statistics are from reference ones, averaged over channels, in float64.
-
-    ``mean_gap``: ``|running_mean - mean| / sqrt(var + eps)``, in reference standard deviations;
-    ``var_gap``: ``|running_var - var| / (var + eps)``, relative.
-    """
-    running_mean, running_var = running_mean.double(), running_var.double()
-    mean, var = mean.double().to(running_mean.device), var.double().to(running_mean.device)
-    mean_gap = ((running_mean - mean).abs() / torch.sqrt(var + eps)).mean()
-    return mean_gap, ((running_var - var).abs() / (var + eps)).mean()
 
 
 class PreciseBNGap(Diagnostic):
@@ -70,7 +62,14 @@ class PreciseBNGap(Diagnostic):
        as training does (batch statistics before it, noise and dropout on). That is the quantity
        the EMA estimates; the two differ only by the EMA's lag and noise;
     3. evaluates the validation data again with the precise statistics;
-    4. puts the EMA statistics back: afterwards the run is bit-identical to one without the
+    4. with ``batch_statistics=True``, evaluates it once more with every BN layer in train mode
+       (the rest of the model in eval mode): each validation batch normalized with its own
+       statistics, as training normalizes (``ghost_bn`` in chunks of its ``virtual_batch_size``),
+       Wu & Johnson's "train-mode" evaluation, whose difference from the eval-mode error is the
+       train-test inconsistency of small normalization batches. It needs validation batches that
+       sample the data as training batches do: a loader sorted by class gives batches of one or
+       two classes, whose statistics are not the population's (normzoo's own splits are shuffled);
+    5. puts the EMA statistics back: afterwards the run is bit-identical to one without the
        callback (weights, every buffer including ``num_batches_tracked``, modes, attributes,
        ``requires_grad``, random generators, the training loader's shuffling and workers).
 
@@ -100,6 +99,7 @@ class PreciseBNGap(Diagnostic):
       precise statistics do better), where the model has a loss (under manual optimization, pass ``loss=``);
     - ``val_error_ema``, ``val_error_precise``, ``val_error_gap`` (top-1 error, a fraction), for
       classifiers;
+    - ``val_loss_batch``, ``val_error_batch``: the same in train mode (step 4), with ``batch_statistics``;
     - ``<layer>/mean_gap``: mean over channels of ``|ema_mean - precise_mean| / sqrt(precise_var + eps)``;
       ``<layer>/var_gap``: of ``|ema_var - precise_var| / (precise_var + eps)``; for every BN layer
       with running statistics (above 12 layers, the last one of each stage of the model).
@@ -116,6 +116,8 @@ class PreciseBNGap(Diagnostic):
         num_batches: training batches that the precise statistics average (capped to one epoch).
         val_batches: validation batches to evaluate; None for all that Lightning validates.
         eps: added to the precise variance in ``mean_gap`` and ``var_gap``.
+        batch_statistics: also evaluate with each validation batch's own statistics (step 4; one more
+            pass over the validation batches).
         forward: ``(pl_module, batch) -> outputs`` (or its dotted path) to run instead of the replayed
             ``training_step``, in the statistics pass and for the validation outputs.
         loss: ``(pl_module, batch) -> loss`` (or a ``torch.nn.functional`` name such as
@@ -136,7 +138,7 @@ class PreciseBNGap(Diagnostic):
     """
 
     name = "precise_bn"
-    families: ClassVar[Mapping[str, tuple[str, ...]]] = {**MODEL_FAMILIES, **LAYER_FAMILIES}
+    families: ClassVar[Mapping[str, tuple[str, ...]]] = {**MODEL_FAMILIES, **BATCH_FAMILIES, **LAYER_FAMILIES}
 
     def __init__(
         self,
@@ -146,6 +148,7 @@ class PreciseBNGap(Diagnostic):
         eps: float = 1e-5,
         forward: str | ForwardFn | None = None,
         loss: str | LossFn | None = None,
+        batch_statistics: bool = False,
         strict: bool = False,
     ) -> None:
         for option, value, allow_none in (("every_n_steps", every_n_steps, True), ("num_batches", num_batches, False),
@@ -160,6 +163,7 @@ class PreciseBNGap(Diagnostic):
         self.num_batches = num_batches
         self.val_batches = val_batches
         self.eps = float(eps)
+        self.batch_statistics = batch_statistics
         self.evaluation = ModelEvaluation(type(self).__name__, loss=loss, forward=forward)
         self.layers: list[str] = []
         self.watched: list[str] = []
@@ -175,7 +179,8 @@ class PreciseBNGap(Diagnostic):
     @override
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:
         """The whole model's loss, error and their gaps apart; per BN layer, its two distances."""
-        return {**family_charts(self.name, [""], MODEL_FAMILIES), **family_charts(self.name, self.groups,
+        model = {**MODEL_FAMILIES, **(BATCH_FAMILIES if self.batch_statistics else {})}
+        return {**family_charts(self.name, [""], model), **family_charts(self.name, self.groups,
                                                                                   LAYER_FAMILIES)}
 
     @override
@@ -273,18 +278,25 @@ class PreciseBNGap(Diagnostic):
                            reduce=lambda tensor: sum_over_ranks(trainer, tensor))
         precise = self._validate(trainer, pl_module, rng)
         stats = _validation_gaps(with_ema, precise)
+        if self.batch_statistics:
+            batch = self._validate(trainer, pl_module, rng, train_mode=[modules[name] for name in self.layers])
+            stats.update({f"{key}_batch": value for key, value in _averages(batch).items()})
         for name, (mean, var) in ema.items():
             layer = modules[name]
             stats[f"{name}/mean_gap"], stats[f"{name}/var_gap"] = statistics_gap(
                 mean, var, layer.running_mean, layer.running_var, self.eps)
         return stats
 
-    def _validate(self, trainer: L.Trainer, pl_module: L.LightningModule, rng: RngState) -> Tensor:
-        """Sums over the validation batches of every rank, in eval mode: ``_SUMS`` as a float64 tensor."""
+    def _validate(self, trainer: L.Trainer, pl_module: L.LightningModule, rng: RngState,
+                  train_mode: Sequence[torch.nn.Module] = ()) -> Tensor:
+        """Sums over the validation batches of every rank, in eval mode but for the ``train_mode`` modules:
+        ``_SUMS`` as a float64 tensor (running statistics a train-mode BN updates are put back by the caller)."""
         modes = [(module, module.training) for module in pl_module.modules()]
         totals = torch.zeros(len(_SUMS), dtype=torch.float64, device=pl_module.device)
         restore_rng(rng)
         pl_module.eval()
+        for module in train_mode:
+            module.train()
         try:
             limit = trainer_data.batch_limit(self.val_batches, trainer.num_val_batches[0])
             with trainer_data.validation_batches(trainer, limit) as batches:
@@ -318,15 +330,24 @@ _SUMS = ("loss_sum", "loss_samples", "correct", "scored_samples", "samples")
 """What ``PreciseBNGap._validate`` adds up: the loss and the hits count only where every batch had them."""
 
 
-def _validation_gaps(with_ema: Tensor, precise: Tensor) -> dict[str, Tensor]:
-    """The logged validation statistics from the two passes' ``_SUMS``."""
+def _averages(sums: Tensor) -> dict[str, Tensor]:
+    """``val_loss`` and ``val_error`` of one pass's ``_SUMS``, each where every batch had it."""
     loss_sum, loss_samples, correct, scored, samples = range(len(_SUMS))
+    found: dict[str, Tensor] = {}
+    if sums[samples] > 0 and sums[loss_samples] == sums[samples]:
+        found["val_loss"] = sums[loss_sum] / sums[samples]
+    if sums[samples] > 0 and sums[scored] == sums[samples]:
+        found["val_error"] = 1 - sums[correct] / sums[samples]
+    return found
+
+
+def _validation_gaps(with_ema: Tensor, precise: Tensor) -> dict[str, Tensor]:
+    """The logged validation statistics from the EMA and the precise passes' ``_SUMS``."""
+    ema, exact = _averages(with_ema), _averages(precise)
     stats: dict[str, Tensor] = {}
-    if with_ema[samples] > 0 and with_ema[loss_samples] == with_ema[samples]:
-        ema_loss, precise_loss = with_ema[loss_sum] / with_ema[samples], precise[loss_sum] / precise[samples]
-        stats.update(val_loss_ema=ema_loss, val_loss_precise=precise_loss, val_loss_gap=ema_loss - precise_loss)
-    if with_ema[samples] > 0 and with_ema[scored] == with_ema[samples]:
-        ema_error, precise_error = 1 - with_ema[correct] / with_ema[samples], 1 - precise[correct] / precise[samples]
-        stats.update(val_error_ema=ema_error, val_error_precise=precise_error, val_error_gap=ema_error - precise_error)
+    for name in ("val_loss", "val_error"):
+        if name in ema and name in exact:
+            stats.update({f"{name}_ema": ema[name], f"{name}_precise": exact[name],
+                          f"{name}_gap": ema[name] - exact[name]})
     return stats
 

@@ -19,7 +19,7 @@ from normzoo.callbacks.layout import Charts, family_charts
 from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
-from normzoo.norms.moments import PopulationMoments, channel_mean
+from normzoo.norms.moments import PopulationMoments, channel_mean, statistics_gap
 
 
 def primary_output(outputs: Any) -> Tensor | None:
@@ -164,22 +164,20 @@ class RunningStatsConvergence(ProbeDiagnostic):
                 moments.add(inputs)
             mean, var = moments.mean_and_var(sum_over_ranks(trainer, moments.sums))
             layer = modules[name]
-            running_mean, running_var = layer.running_mean.to(torch.float64), layer.running_var.to(torch.float64)
-            stats[f"{name}/mean_gap"] = ((running_mean - mean).abs() / torch.sqrt(var + self.eps)).mean()
-            stats[f"{name}/var_gap"] = ((running_var - var).abs() / (var + self.eps)).mean()
+            stats[f"{name}/mean_gap"], stats[f"{name}/var_gap"] = statistics_gap(
+                layer.running_mean, layer.running_var, mean, var, self.eps)
         stats.update(self._train_eval_gap(trainer, pl_module, evaluation))
         return stats
 
     def _train_eval_gap(self, trainer: L.Trainer, pl_module: L.LightningModule,
                         eval_run: Evaluation) -> dict[str, Tensor]:
         batch = self.probe.batch
+        own_loss = self.evaluation.forward_fn is not None or self.evaluation.loss_fn is not None  # forward=, loss=
+        # in eval mode still, before any train-mode pass moves the running statistics it reads
+        eval_loss = self.probe_loss(trainer, pl_module) if own_loss else eval_run.loss
         pl_module.train()
         train_run = self.probe_forward(trainer, pl_module)
-        eval_loss, train_loss = eval_run.loss, train_run.loss
-        if self.evaluation.forward_fn is not None:  # forward= gives outputs only: the loss is evaluated apart
-            train_loss = self.probe_loss(trainer, pl_module)
-            pl_module.eval()
-            eval_loss = self.probe_loss(trainer, pl_module)
+        train_loss = self.probe_loss(trainer, pl_module) if own_loss else train_run.loss
         ratios: dict[str, tuple[Tensor, Tensor]] = {}  # numerators and denominators, summed over ranks
         one = torch.ones((), dtype=torch.float64)
         if eval_loss is not None and train_loss is not None:

@@ -127,6 +127,11 @@ class ImageDataModule(NormZooDataModule):
 def stratified_split(labels: Tensor, holdout: int, seed: int = SPLIT_SEED) -> tuple[Tensor, Tensor]:
     """Indices (keep, held out): ``holdout`` samples taken evenly from every class, seeded.
 
+    The kept indices are in the data's order; the held-out ones in a fixed random order, so that
+    the batches of a validation or test loader (which does not shuffle) each sample every class
+    even where the data is sorted by class (MNIST-5k is): an evaluation whose outputs depend on
+    the batch (BatchNorm in train mode, ``PreciseBNGap(batch_statistics=True)``) needs that.
+
     Raises:
         ValueError: ``holdout`` is not a multiple of the class count, or too large.
     """
@@ -145,4 +150,5 @@ def stratified_split(labels: Tensor, holdout: int, seed: int = SPLIT_SEED) -> tu
         members = members[torch.randperm(len(members), generator=generator)]
         held.append(members[:per_class])
         keep.append(members[per_class:])
-    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+    held_out = torch.cat(held)
+    return torch.cat(keep).sort().values, held_out[torch.randperm(len(held_out), generator=generator)]

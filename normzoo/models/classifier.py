@@ -231,7 +231,7 @@ class CNNClassifier(NormClassifier):
     Args:
         input_shape: ``(C, H, W)`` of one sample; linked from the datamodule by the CLI.
         num_classes: number of classes; linked from the datamodule by the CLI.
-        arch: vgg11, vgg13, vgg16, resnet8, resnet20 or resnet18.
+        arch: vgg11, vgg13, vgg16, resnet8, resnet20, resnet56, resnet110 or resnet18.
         norm: registered norm name: bn, ln, in, gn, none, noisy_bn, ...
         norm_kwargs: options of the norm, e.g. ``{num_groups: 16}`` for gn.
         activation: nonlinearity (relu in the papers).
@@ -239,6 +239,9 @@ class CNNClassifier(NormClassifier):
             as in Santurkar et al.; kaiming for ResNet, as in He et al.).
         init_gain: multiplies the init scheme's standard deviation.
         width_factor: multiplies every layer's channel count (e.g. 0.125 for a quick CPU VGG).
+        residual_scale: ResNets only: None for the plain blocks; a float puts a learned scalar on every
+            residual branch, initialized at that value (0.0: SkipInit, De & Smith 2020; see
+            ``normzoo.models.ResNet``). Never weight-decayed.
         optimizer: ``{"class_path": ..., "init_args": {...}}``; SGD(lr=0.1, momentum=0.9) if None.
         lr_scheduler: same form, or None for a constant learning rate.
     """
@@ -254,6 +257,7 @@ class CNNClassifier(NormClassifier):
         init: str | None = None,
         init_gain: float = 1.0,
         width_factor: float = 1.0,
+        residual_scale: float | None = None,
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
     ) -> None:

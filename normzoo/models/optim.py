@@ -29,13 +29,14 @@ def configure_optimization(
     """What ``LightningModule.configure_optimizers`` returns for these configs.
 
     The optimizer defaults to ``DEFAULT_OPTIMIZER``; without a scheduler the learning rate is
-    constant. The schedule steps once per epoch; ``ReduceLROnPlateau`` monitors ``val/loss``.
+    constant. The schedule steps once per epoch, or once per optimizer step where its class says
+    ``interval = "step"`` (``normzoo.models.schedules``); ``ReduceLROnPlateau`` monitors ``val/loss``.
     """
     built = instantiate_class(decay_groups(model), optimizer or DEFAULT_OPTIMIZER)
     if not lr_scheduler:
         return built
     scheduler = instantiate_class(built, lr_scheduler)
-    schedule: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+    schedule: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         schedule["monitor"] = "val/loss"
     return {"optimizer": built, "lr_scheduler": schedule}

@@ -1,15 +1,24 @@
-"""CIFAR-style ResNets (He et al. 2016) with a pluggable norm: ResNet-8, ResNet-20 and ResNet-18.
+"""CIFAR-style ResNets (He et al. 2016) with a pluggable norm: ResNet-8/20/56/110 and ResNet-18.
 
-ResNet-20 is the CIFAR network of the ResNet paper (3 stages of 16/32/64 channels, 3
-basic blocks each; ResNet-8 is the same family with one block per stage, a quick CPU
-model); ResNet-18 is the CIFAR adaptation of the ImageNet ResNet-18 (a 3x3
-stem without max-pooling, 4 stages of 64...512 channels, 2 blocks each), the model of
-the GPU benchmarks in docs/PERFORMANCE.md. Downsampling shortcuts are 1x1 conv + norm
-(option B) in both, so every shortcut is normalized by the same norm as the block.
+ResNet-20, -56 and -110 are the CIFAR networks of the ResNet paper (3 stages of 16/32/64
+channels, 3, 9 and 18 basic blocks per stage: 6n + 2 layers for n blocks); ResNet-8 is the
+same family with one block per stage, a quick CPU model; the deep ResNet-56 and -110 are
+the networks of De & Smith 2020's signal propagation study. ResNet-18 is the CIFAR
+adaptation of the ImageNet ResNet-18 (a 3x3 stem without max-pooling, 4 stages of
+64...512 channels, 2 blocks each), the model of the GPU benchmarks in docs/PERFORMANCE.md.
+Downsampling shortcuts are 1x1 conv + norm (option B) in all of them, so every shortcut is
+normalized by the same norm as the block.
+
+``residual_scale`` puts a learned scalar on every residual branch: at 0.0 it is SkipInit
+(De & Smith 2020) / ReZero (Bachlechner et al. 2020), which makes every block start as the
+identity, so that a deep ResNet trains without normalization.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
 from normzoo.models.convnet import ConvNet
@@ -20,15 +29,28 @@ from normzoo.norms import NormConstructor
 RESNET_VARIANTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
     "resnet8": (16, (16, 32, 64), (1, 1, 1)),
     "resnet20": (16, (16, 32, 64), (3, 3, 3)),
+    "resnet56": (16, (16, 32, 64), (9, 9, 9)),
+    "resnet110": (16, (16, 32, 64), (18, 18, 18)),
     "resnet18": (64, (64, 128, 256, 512), (2, 2, 2, 2)),
 }
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv-norm layers with an identity (or projected) shortcut, then the activation."""
+    """Two 3x3 conv-norm layers with an identity (or projected) shortcut, then the activation.
+
+    ``act2(scale * conv2(act1(conv1(x))) + shortcut(x))``: with ``residual_scale`` None there is
+    no scale (the block of the ResNet paper); with a float, ``scale`` is a learned scalar
+    parameter (``self.residual_scale``) initialized at that value. At 0.0 the block starts as
+    ``act2(shortcut(x))``: the identity on the non-negative output of a previous ReLU block
+    (SkipInit, De & Smith 2020; ReZero, Bachlechner et al. 2020). The scalar is 0-d, so
+    normzoo's optimizers never decay it (``normzoo.models.optim``).
+    """
+
+    residual_scale: nn.Parameter | None
 
     def __init__(
-        self, in_channels: int, channels: int, stride: int, norm_layer: NormConstructor, activation: str
+        self, in_channels: int, channels: int, stride: int, norm_layer: NormConstructor, activation: str,
+        residual_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = ConvNorm(in_channels, channels, norm_layer, stride=stride)
@@ -38,23 +60,44 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_channels != channels:
             self.shortcut = ConvNorm(in_channels, channels, norm_layer, kernel_size=1, stride=stride)
         self.act2 = make_activation(activation)
+        # registered as None when absent: no state_dict key, the parameters of the plain block
+        scale = None if residual_scale is None else nn.Parameter(torch.tensor(float(residual_scale)))
+        self.register_parameter("residual_scale", scale)
 
     def forward(self, x: Tensor) -> Tensor:
         skip = self.shortcut(x)  # first, so that the residual branch is the last layer before act2
-        return self.act2(self.conv2(self.act1(self.conv1(x))) + skip)
+        branch = self.conv2(self.act1(self.conv1(x)))
+        if self.residual_scale is not None:
+            branch = branch * self.residual_scale
+        return self.act2(branch + skip)
 
 
 class ResNet(ConvNet):
-    """A CIFAR-style residual network: ``variant`` is resnet8, resnet20 (the default) or resnet18.
+    """A CIFAR-style residual network: ``variant`` is resnet8, resnet20 (the default), resnet56, resnet110
+    or resnet18.
 
     The other arguments are ``ConvNet``'s; ``init`` defaults to He (``kaiming``), as in the
     ResNet paper.
+
+    Args:
+        residual_scale: None (the default): the plain blocks of the ResNet paper. A float: every
+            block's residual branch is multiplied by its own learned scalar, initialized at that
+            value, before the addition. 0.0 is SkipInit (De & Smith 2020) / ReZero (Bachlechner
+            et al. 2020): without normalization the variance of a He-initialized ResNet roughly
+            doubles per block, and BN's implicit fix is to shrink each branch against its skip by
+            about sqrt(depth); a zero scalar makes every block start as the identity instead, so a
+            deep unnormalized ResNet trains.
     """
 
     family = "ResNet"
     variants = RESNET_VARIANTS
     default_variant = "resnet20"
     default_init = "kaiming"
+
+    def __init__(self, *args: Any, residual_scale: float | None = None, **kwargs: Any) -> None:
+        # ConvNet.__init__ calls build_body, which reads it (a plain float: nn.Module takes it before its __init__)
+        self._residual_scale = None if residual_scale is None else float(residual_scale)
+        super().__init__(*args, **kwargs)
 
     def build_body(
         self, layout: tuple[int, tuple[int, ...], tuple[int, ...]], in_channels: int, norm_layer: NormConstructor,
@@ -69,7 +112,7 @@ class ResNet(ConvNet):
             strides = [1 if index == 0 else 2] + [1] * (blocks - 1)
             stage = []
             for stride in strides:
-                stage.append(BasicBlock(channels, width, stride, norm_layer, activation))
+                stage.append(BasicBlock(channels, width, stride, norm_layer, activation, self._residual_scale))
                 channels = width
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)

@@ -1,7 +1,8 @@
 """Population mean and variance of a layer's input, exact even when the mean dwarfs the spread.
 
 Both ``recalibrate_bn`` (which writes them into running statistics) and the
-``RunningStatsConvergence`` diagnostic (which compares running statistics with them) read
+``RunningStatsConvergence`` diagnostic (which compares running statistics with them, as
+``PreciseBNGap`` compares the EMA with precise statistics: ``statistics_gap``) read
 a layer's inputs batch by batch. Plain sums of ``x`` and ``x**2`` lose the variance to
 cancellation when the mean is large against the spread (float64 sums at mean 1000 and
 std 0.001: 5.7e-4 relative error), so the sums here are of ``x - shift``, with ``shift``
@@ -84,3 +85,16 @@ class PopulationMoments:
         offset = total / count
         biased = (squares / count - offset.square()).clamp_min(0.0)
         return self.shift.to(offset.device) + offset, biased * (count / (count - 1))
+
+
+def statistics_gap(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor,
+                   eps: float) -> tuple[Tensor, Tensor]:
+    """How far running statistics are from reference ones, averaged over channels, in float64.
+
+    ``mean_gap``: ``|running_mean - mean| / sqrt(var + eps)``, in reference standard deviations;
+    ``var_gap``: ``|running_var - var| / (var + eps)``, relative.
+    """
+    running_mean, running_var = running_mean.double(), running_var.double()
+    mean, var = mean.double().to(running_mean.device), var.double().to(running_mean.device)
+    mean_gap = ((running_mean - mean).abs() / torch.sqrt(var + eps)).mean()
+    return mean_gap, ((running_var - var).abs() / (var + eps)).mean()

@@ -45,7 +45,8 @@ VERDICT_RULE = (
     "A claim `A > B on M` **agrees** when the 95% intervals of A and B over their seeds do not overlap and A's "
     "lies above B's, **disagrees** when they do not overlap and A's lies below, and is **unclear** when they "
     f"overlap or a cell has fewer than 2 runs with a value. Each interval is over the cell's runs ({FORMULA}); "
-    "runs that diverged are left out, except for the `zoo/run/*` records."
+    "runs that diverged are left out, except for the `zoo/run/*` records and for values read at a step before "
+    "the run diverged (`TAG@STEP`)."
 )
 """How verdicts are decided, as the report states it under its table of claims."""
 

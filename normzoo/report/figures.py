@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,6 +36,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from normzoo.callbacks.figures import BAND_Y_LABEL, draw_percentile_bands
 from normzoo.report.cells import Cell, group_cells, has_seeds
+from normzoo.report.intervals import Interval
 from normzoo.report.runs import EVENT_GLOB, Run, matching_tags
 from normzoo.report.tables import Pivot, format_hparam
 from normzoo.tags import RECORDS, ROOT
@@ -96,7 +98,7 @@ def first_event_time(run_dir: Path) -> float:
 def plot_curves(runs: Sequence[Run], tag: str, path: Path, log_y: bool = False) -> Path | None:
     """One line per cell of ``tag`` over steps, banded over seeds; None (and no file) if no run logged it."""
     figure = draw_curves(runs, tag, log_y)
-    return None if figure is None else _save(figure, path)
+    return None if figure is None else save_figure(figure, path)
 
 
 def draw_curves(runs: Sequence[Run], tag: str, log_y: bool = False) -> Figure | None:
@@ -139,7 +141,7 @@ def diagnostic_groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[str]]:
 
 def plot_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Sequence[str], path: Path) -> Path:
     """One panel per layer (at most ``MAX_PANELS``, spread over the network), one line per cell, banded over seeds."""
-    return _save(draw_diagnostic(runs, callback, stat, layers), path)
+    return save_figure(draw_diagnostic(runs, callback, stat, layers), path)
 
 
 def draw_diagnostic(runs: Sequence[Run], callback: str, stat: str, layers: Sequence[str]) -> Figure:
@@ -210,7 +212,7 @@ def unknown_band_patterns(runs: Sequence[Run], patterns: Sequence[str]) -> list[
 def plot_bands(runs: Sequence[Run], prefix: str, path: Path) -> Path | None:
     """Percentile bands of ``prefix/p<q>`` tags (Ioffe & Szegedy Fig 1): a panel per run, one y scale."""
     figure = draw_bands(runs, prefix)
-    return None if figure is None else _save(figure, path)
+    return None if figure is None else save_figure(figure, path)
 
 
 def draw_bands(runs: Sequence[Run], prefix: str) -> Figure | None:
@@ -283,7 +285,7 @@ def plot_versus(table: Pivot, path: Path, log_x: bool | None = None) -> Path:
         notes.append("x on the top edge: diverged")
     if notes:
         axis.set_title("; ".join(notes), fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_heatmap(table: Pivot, path: Path) -> Path:
@@ -307,7 +309,7 @@ def plot_heatmap(table: Pivot, path: Path) -> Path:
     axis.set_title(table.metric.title + ("\n(mean ± 95% interval over seeds)" if table.has_seeds else ""))
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _plot_cell(axis, cell: Cell, tag: str, color: str, log_y: bool = False) -> None:
@@ -339,11 +341,21 @@ def _percentile_tags(cell: Cell, prefix: str) -> list[tuple[float, str]]:
     return sorted(found)
 
 
+def banded_line(axis: Any, x: Sequence[float], intervals: Sequence[Interval | None], label: str,
+                color: str | None = None, **style: Any) -> None:
+    """A line through the intervals' means, their 95% band shaded (a point without an interval has no band)."""
+    mean = [i.mean if i else math.nan for i in intervals]
+    low = [i.low if i and i.low is not None else m for i, m in zip(intervals, mean, strict=True)]
+    high = [i.high if i and i.high is not None else m for i, m in zip(intervals, mean, strict=True)]
+    lines = axis.plot(x, mean, color=color, label=label, **style)
+    axis.fill_between(x, low, high, color=lines[0].get_color(), alpha=BAND_ALPHA, linewidth=0)
+
+
 def _all_positive(runs: Sequence[Run], tag: str) -> bool:
     return all(v > 0 for run in runs for v in run.scalars[tag].values if math.isfinite(v))
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     """Write the PNG; its ``Legend`` text chunk lists the legend entries and panel titles (the runs drawn).
 
     The saved area is the drawn artists' own bounding box, so nothing is clipped, widened

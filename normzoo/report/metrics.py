@@ -3,7 +3,9 @@
 A ``Metric`` reads one number per run. Over several runs (the seeds of a cell, the runs of a
 pivot's square) ``Metric.values`` keeps the runs that count: a run that diverged is left
 out, since its metrics are those of broken weights, except for the run records
-(``zoo/run/diverged``, ``zoo/run/completed``), which say what became of every run.
+(``zoo/run/diverged``, ``zoo/run/completed``), which say what became of every run, and for a
+value read at a step before the run diverged (``TAG@STEP``, STEP below the divergence step:
+a measurement at initialization, ``zoo/signal_propagation/...@0``, is that of sound weights).
 
 In text (``normzoo report --claim``) a metric is ``[best ]TAG[@STEP]``: ``val/acc``,
 ``best val/acc``, ``val/acc@1000`` (the last value logged at or before step 1,000).
@@ -86,8 +88,11 @@ class Metric:
         return self.tag.startswith(RECORD_PREFIX)
 
     def counts(self, run: Run) -> bool:
-        """Whether ``run`` counts in a statistic of this metric: it did not diverge, or the tag is a run record."""
-        return run.status != "diverged" or self.is_record
+        """Whether ``run`` counts in a statistic of this metric: it did not diverge, the tag is a run record, or
+        the metric reads a step before the run diverged."""
+        if run.status != "diverged" or self.is_record:
+            return True
+        return self.step is not None and run.diverged_at is not None and self.step < run.diverged_at
 
     def values(self, runs: Sequence[Run]) -> list[float]:
         """The finite values of the runs that count (see ``counts``), in the order of ``runs``."""

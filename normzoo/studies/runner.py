@@ -10,7 +10,13 @@
   or without GPUs one per CPU core (``--jobs`` changes either).
 - A run that diverges stops itself (``StopOnDivergence``) and the study goes on; a run
   that crashes is reported with its log at the end, and the study goes on too.
-- Restarting skips finished runs; an interrupted run resumes from its ``last.ckpt``.
+- Restarting skips finished runs; an interrupted run resumes from its ``last.ckpt``. A run whose
+  process is ended by a signal while the study goes on (a scheduler's preemption, the OOM killer)
+  is started again, up to ``--retries`` times, and resumes from its ``last.ckpt``.
+- Executors: ``local`` (this machine: the slots above, ``--runs-per-gpu N`` runs sharing each GPU)
+  or ``ray`` (``normzoo.studies.ray_executor``: a local Ray cluster, or ``--ray-address``'s).
+- ``<study>/<mode>/index.csv`` lists every run with its status and final metrics
+  (``normzoo.studies.index``); a sweep's table grouped by its axes (``sweep.md``) is read from it.
 - At the end, ``normzoo report`` over the study's runs writes ``<study>/<mode>/report``: the seeds
   of a run as one cell (mean and 95% interval), and the verdict on each of the study's claims.
 """
@@ -37,6 +43,7 @@ from normzoo.errors import ConfigError
 from normzoo.files import write_atomically
 from normzoo.report.runs import load_run
 from normzoo.studies.estimate import estimate_runs, format_duration, schedule_seconds
+from normzoo.studies.index import axis_columns, index_path, read_index, summarize, write_index
 from normzoo.studies.spec import MODES, Mode, PlannedRun, Study, is_finished, plan_runs, resume_args, study_root
 
 
@@ -57,8 +64,9 @@ class Outcome:
     log: Path
 
 
-def make_slots(jobs: int | None) -> list[Slot]:
-    """One slot per visible GPU (at most ``jobs``); without GPUs, ``jobs`` CPU slots sharing the cores.
+def make_slots(jobs: int | None, runs_per_gpu: int = 1) -> list[Slot]:
+    """``runs_per_gpu`` slots per visible GPU (at most ``jobs`` GPUs); without GPUs, ``jobs`` CPU slots sharing
+    the cores.
 
     On CPU the default is one slot per core, each run on one thread: small models are bound
     by Python's per-step overhead, so runs side by side finish sooner than one run on all cores.
@@ -68,8 +76,9 @@ def make_slots(jobs: int | None) -> list[Slot]:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
         ids = ids[: jobs or len(ids)]
-        return [Slot(f"GPU {i}", {"CUDA_VISIBLE_DEVICES": i}, ("--trainer.accelerator", "gpu",
-                                                                  "--trainer.devices", "1")) for i in ids]
+        return [Slot(f"GPU {i}" + (f" share {k}" if runs_per_gpu > 1 else ""), {"CUDA_VISIBLE_DEVICES": i},
+                     ("--trainer.accelerator", "gpu", "--trainer.devices", "1"))
+                for i in ids for k in range(runs_per_gpu)]
     jobs = jobs or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -88,6 +97,11 @@ def run_study(
     in_process: bool = False,
     only: Sequence[str] = (),
     seeds: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    runs_per_gpu: int = 1,
+    retries: int = 2,
+    figures: bool = True,
 ) -> int:
     """Run every unfinished run of ``study`` at each of its ``seeds`` (default: the mode's) and write its report;
     returns the exit status (1 if a run crashed)."""
@@ -98,8 +112,13 @@ def run_study(
         if unknown:
             raise ConfigError(f"--only {' '.join(unknown)}: no such run in {study.name}. Its runs: {', '.join(names)}.")
         planned = [run for run in planned if run.study_run.name in only]
+    if executor not in EXECUTORS:
+        raise ConfigError(f"Unknown executor {executor!r}. Choose one of: {', '.join(EXECUTORS)}.")
+    if runs_per_gpu < 1 or retries < 0:
+        raise ConfigError(f"--runs-per-gpu {runs_per_gpu} / --retries {retries}: give at least 1 run per GPU and "
+                          "0 or more retries.")
     root = study_root(study, mode, runs_dir)
-    slots = [Slot("in process", {}, ("--trainer.accelerator", "cpu"))] if in_process else make_slots(jobs)
+    slots = [Slot("in process", {}, ("--trainer.accelerator", "cpu"))] if in_process else make_slots(jobs, runs_per_gpu)
     todo = [run for run in planned if not is_finished(run.folder)]
     per_seed = len({run.study_run.name for run in planned})
     say(f"{study.title}: {len(planned)} runs ({per_seed} x {len(planned) // max(1, per_seed)} seeds) in {root} "
@@ -112,9 +131,16 @@ def run_study(
             say("  normzoo fit " + " ".join((*run.fit_args, *slots[0].args)))
         return 0
     check_overrides(root, extra_args)
-    outcomes = execute(todo, slots, root / "logs", in_process)
+    if executor == "ray" and not in_process:
+        outcomes = execute_ray(todo, root / "logs", ray_address, jobs, runs_per_gpu, retries)
+    else:
+        outcomes = execute(todo, slots, root / "logs", in_process, retries)
     failed = [o for o in outcomes if o.returncode != 0]
-    write_study_report(study, root)
+    write_index(study, root, planned, {o.name: o.returncode for o in failed if o.returncode != BUSY})
+    if study.sweep_axes:
+        write_sweep_table(study, root)
+    if figures or not study.sweep_axes:
+        write_study_report(study, root)
     for outcome in failed:
         if outcome.returncode == BUSY:
             say(f"NOT RUN: {outcome.name} is being trained by another process; run the study again once it ends")
@@ -139,15 +165,19 @@ def announce_estimate(todo: list[PlannedRun], slots: list[Slot]) -> None:
         f"measured {len({e.step_seconds for e in estimates.values()})} step timings on {device}).")
 
 
-def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process: bool) -> list[Outcome]:
+def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process: bool,
+            retries: int = 2) -> list[Outcome]:
     """Run ``todo`` on ``slots``, a run per free slot, and report each as it ends.
 
     Each run is claimed first (``claim_run``): a run another process is training is left to
-    it. On SIGINT or SIGTERM the study stops its running children with SIGTERM (each saves its
-    state as ``last.ckpt``), waits for them, and raises ``StudyInterrupted``.
+    it. A run whose process ends by a signal the study did not send (``was_preempted``) goes
+    back to the front of the queue, at most ``retries`` times, and resumes from its
+    ``last.ckpt``. On SIGINT or SIGTERM the study stops its running children with SIGTERM (each
+    saves its state as ``last.ckpt``), waits for them, and raises ``StudyInterrupted``.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     queue = list(todo)
+    attempts: dict[str, int] = {}
     running: dict[int, tuple[PlannedRun, subprocess.Popen, float, Path, int]] = {}
     outcomes: list[Outcome] = []
     total = len(todo)
@@ -173,7 +203,7 @@ def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process
                         os.close(lock)
                         outcomes.append(finish(run, returncode, start, log))
                         continue
-                    with log.open("w") as handle:  # the child inherits the lock: it is held while either lives
+                    with log.open("a" if attempts.get(run.name) else "w") as handle:  # the child inherits the lock
                         process = subprocess.Popen([sys.executable, "-m", "normzoo", *args], stdout=handle,
                                                    stderr=subprocess.STDOUT, env={**os.environ, **slot.env},
                                                    pass_fds=(lock,))
@@ -181,8 +211,15 @@ def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process
                 for index, (run, process, start, log, lock) in list(running.items()):
                     if process.poll() is not None:
                         os.close(lock)
-                        outcomes.append(finish(run, process.returncode, start, log))
                         del running[index]
+                        if was_preempted(process.returncode) and attempts.get(run.name, 0) < retries:
+                            attempts[run.name] = attempts.get(run.name, 0) + 1
+                            say(f"    {run.name}: ended by a signal (status {process.returncode}); started again "
+                                f"({attempts[run.name]}/{retries}), from its last checkpoint")
+                            queue.insert(0, run)
+                            total += 1
+                            continue
+                        outcomes.append(finish(run, process.returncode, start, log))
                 if running:
                     time.sleep(0.5)
         except StudyInterrupted:
@@ -213,6 +250,43 @@ def check_overrides(root: Path, extra_args: Sequence[str]) -> None:
 
 BUSY = -1
 """The return code recorded for a run left to another process that holds its lock."""
+
+PREEMPTED_STATUSES = frozenset({-9, -15, 128 + 9, 128 + 15})
+"""Exit statuses of a run ended by SIGKILL or SIGTERM (a subprocess's ``-N``, a shell's or ``normzoo fit``'s
+``128 + N``): what a scheduler's preemption or the OOM killer leaves."""
+
+EXECUTORS = ("local", "ray")
+"""Where a study's runs execute: this machine's slots, or a Ray cluster (``normzoo.studies.ray_executor``)."""
+
+
+def was_preempted(status: int) -> bool:
+    """Whether a run's exit status says a signal ended it (``PREEMPTED_STATUSES``)."""
+    return status in PREEMPTED_STATUSES
+
+
+def execute_ray(todo: list[PlannedRun], log_dir: Path, address: str | None, jobs: int | None, runs_per_gpu: int,
+                retries: int) -> list[Outcome]:
+    """Run ``todo`` as Ray tasks (``normzoo.studies.ray_executor``), reporting each as it ends."""
+    from normzoo.studies.ray_executor import execute_on_ray
+
+    outcomes: list[Outcome] = []
+    total = len(todo)
+    say(f"Submitting {total} runs to Ray ({address or 'a local cluster'})")
+
+    def report(run: PlannedRun, status: int, seconds: float, log: Path) -> None:
+        outcomes.append(finish(run, status, time.perf_counter() - seconds, log))
+
+    execute_on_ray(todo, log_dir, report, address=address, runs_per_gpu=runs_per_gpu, retries=retries, jobs=jobs)
+    return outcomes
+
+
+def write_sweep_table(study: Study, root: Path) -> Path:
+    """``<root>/sweep.md``: the sweep's runs grouped by its axes, each metric over seeds, read from the index."""
+    rows = read_index(index_path(root))
+    text = f"# {study.title}\n\n{summarize(rows, axis_columns(study))}\n"
+    path = write_atomically(root / "sweep.md", text)
+    say(f"normzoo sweep: {len(rows)} runs in {len({row['cell'] for row in rows})} points -> {path}")
+    return path
 
 
 class StudyInterrupted(BaseException):
@@ -340,18 +414,68 @@ def build_parser(study: Study, prog: str | None = None) -> argparse.ArgumentPars
     modes.add_argument("--tiny", action="store_const", const="tiny", dest="mode",
                        help="quick with 4 steps per run: checks the machinery")
     parser.set_defaults(mode="full")
-    parser.add_argument("--runs-dir", default="runs/studies", help="where runs go (default: runs/studies)")
+    add_run_options(parser, "runs/studies", ", ".join(f"{study.seeds_for(mode)} in {mode} mode" for mode in MODES))
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser, runs_dir: str, default_seeds: str) -> None:
+    """The options a study and a sweep share: where and how their runs execute."""
+    parser.add_argument("--runs-dir", default=runs_dir, help=f"where runs go (default: {runs_dir})")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs side by side: default one per GPU, or one per CPU core (one thread each)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: this machine (default); ray: a Ray cluster (pip install 'normzoo[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="the Ray cluster to use (auto: the one `ray start` began here); default: start a local "
+                             "one for this call")
+    parser.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
+                        help="runs that share each GPU (small models leave a GPU idle; default 1)")
+    parser.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="times a run ended by a signal (preemption) is started again from its last checkpoint "
+                             "(default 2)")
     parser.add_argument("--only", nargs="*", default=[], metavar="RUN", help="run only these runs (at every seed)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
-                        help="train each run with seeds 0 ... N-1 (default: "
-                             + ", ".join(f"{study.seeds_for(mode)} in {mode} mode" for mode in MODES) + ")")
-    parser.add_argument("--no-estimate", action="store_true", help="skip measuring how long the study takes")
+                        help=f"train each run with seeds 0 ... N-1 (default: {default_seeds})")
+    parser.add_argument("--no-estimate", action="store_true", help="skip measuring how long the runs take")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, the estimate and the commands")
     parser.add_argument("--in-process", action="store_true", help="run serially inside this process (debugging)")
-    parser.add_argument("--report-only", action="store_true", help="only (re)write the report of finished runs")
-    return parser
+    parser.add_argument("--report-only", action="store_true",
+                        help="only (re)write the index and the report of the runs on disk")
+
+
+def split_fit_arguments(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``argv`` (default ``sys.argv[1:]``) as (the command's own arguments, the ``normzoo fit`` ones after ``--``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        return argv[: argv.index("--")], argv[argv.index("--") + 1:]
+    return argv, []
+
+
+def carry_out(study: Study, args: argparse.Namespace, extra: Sequence[str], figures: bool = True) -> int:
+    """Run ``study`` with the parsed ``add_run_options`` (or only rewrite its index and report); the exit status."""
+    name = study.name
+    try:
+        if args.report_only:
+            root = study_root(study, args.mode, args.runs_dir)
+            write_index(study, root, plan_runs(study, args.mode, args.runs_dir, extra, args.seeds))
+            if study.sweep_axes:
+                write_sweep_table(study, root)
+            if figures or not study.sweep_axes:
+                write_study_report(study, root)
+            return 0
+        return run_study(study, args.mode, args.runs_dir, args.jobs, extra, estimate=not args.no_estimate,
+                         dry_run=args.dry_run, in_process=args.in_process, only=args.only, seeds=args.seeds,
+                         executor=args.executor, ray_address=args.ray_address, runs_per_gpu=args.runs_per_gpu,
+                         retries=args.retries, figures=figures)
+    except ConfigError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, StudyInterrupted) as stop:
+        signum = stop.signum if isinstance(stop, StudyInterrupted) else signal.SIGINT
+        print(f"{name}: interrupted by {signal.Signals(signum).name}; its running runs were stopped and saved. "
+              "Run the same command again to go on: finished runs are skipped and unfinished ones resume from "
+              "their last checkpoint.", file=sys.stderr)
+        return 128 + signum
 
 
 def main(study: Study, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -359,24 +483,5 @@ def main(study: Study, argv: Sequence[str] | None = None, prog: str | None = Non
 
     A study of one's own (a ``Study`` in a script) runs the same way: ``sys.exit(main(STUDY))``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        extra = argv[argv.index("--") + 1:]
-        argv = argv[: argv.index("--")]
-    args = build_parser(study, prog).parse_args(argv)
-    try:
-        if args.report_only:
-            write_study_report(study, study_root(study, args.mode, args.runs_dir))
-            return 0
-        return run_study(study, args.mode, args.runs_dir, args.jobs, extra, estimate=not args.no_estimate,
-                         dry_run=args.dry_run, in_process=args.in_process, only=args.only, seeds=args.seeds)
-    except ConfigError as error:
-        print(f"{study.name}: error: {error}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, StudyInterrupted) as stop:
-        signum = stop.signum if isinstance(stop, StudyInterrupted) else signal.SIGINT
-        print(f"{study.name}: interrupted by {signal.Signals(signum).name}; its running runs were stopped and saved. "
-              "Run the same command again to go on: finished runs are skipped and unfinished ones resume from "
-              "their last checkpoint.", file=sys.stderr)
-        return 128 + signum
+    own, extra = split_fit_arguments(argv)
+    return carry_out(study, build_parser(study, prog).parse_args(own), extra)

@@ -25,13 +25,16 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from normzoo.errors import ConfigError
 from normzoo.key_hparams import command_line_paths
 from normzoo.report.cells import seeded_name
 from normzoo.report.claims import Claim
 from normzoo.report.runs import EVENT_GLOB, load_run
+
+if TYPE_CHECKING:
+    from normzoo.studies.sweep import Axis
 
 Mode = Literal["full", "quick", "tiny"]
 MODES: tuple[Mode, ...] = ("full", "quick", "tiny")
@@ -124,6 +127,9 @@ class Study:
             ``"STATEMENT: LEFT > RIGHT on METRIC"`` (see ``normzoo.report.claims``), LEFT and RIGHT
             names of ``runs``.
         seeds: seeds per run in the modes it names, instead of ``SEEDS``'s.
+        sweep_axes: the axes of a study whose runs are a grid (``normzoo.studies.sweep``): the index lists
+            each run's value on each axis, and ``sweep.md`` groups the runs by them.
+        flat: one mode only (``normzoo sweep``): runs go straight under ``<runs_dir>/<name>``.
 
     Raises:
         ConfigError: two runs share a name, a claim is malformed or names no run, a seed count is below 1.
@@ -140,6 +146,8 @@ class Study:
     root: Path = field(default=Path("."), compare=False)
     claims: tuple[str, ...] = ()
     seeds: Mapping[Mode, int] = field(default_factory=dict)
+    sweep_axes: tuple[Axis, ...] = ()
+    flat: bool = False
 
     def __post_init__(self) -> None:
         names = [run.name for run in self.runs]
@@ -189,7 +197,8 @@ class PlannedRun:
 
 
 def study_root(study: Study, mode: Mode, runs_dir: str | Path) -> Path:
-    return Path(runs_dir) / study.name / mode
+    """``<runs_dir>/<study>/<mode>``; a ``flat`` study's (a sweep's) runs go straight under ``<runs_dir>/<name>``."""
+    return Path(runs_dir) / study.name if study.flat else Path(runs_dir) / study.name / mode
 
 
 def plan_runs(study: Study, mode: Mode, runs_dir: str | Path, extra_args: Sequence[str] = (),

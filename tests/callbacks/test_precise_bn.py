@@ -133,6 +133,32 @@ def test_a_fast_ema_against_precise_statistics_computed_by_hand_and_logged(train
                            "val_error_gap", "fc1: mean_gap, var_gap", "fc2: mean_gap, var_gap"}
 
 
+def test_train_mode_evaluation_normalizes_each_validation_batch_with_its_own_statistics(trainer_kwargs):
+    """``batch_statistics=True``: BN in train mode on each validation batch (of 8), computed here by hand."""
+    torch.manual_seed(0)
+    model, callback = TwoBN(1.0), PreciseBNGap(batch_statistics=True)
+    trainer = L.Trainer(**trainer_kwargs(max_epochs=1, num_sanity_val_steps=0, callbacks=[callback]))
+    trainer.fit(model, *loaders())
+    (record,) = callback.history
+    _, (val_x, val_y) = (loader.dataset.tensors for loader in loaders())
+    losses, errors = [], []
+    with torch.no_grad():
+        for x, y in zip(val_x.split(BATCH), val_y.split(BATCH), strict=True):
+            own = []  # each layer's biased batch statistics, as BN in train mode normalizes with them
+            h = x
+            for index, (linear, bn) in enumerate([(model.fc1, model.bn1), (model.fc2, model.bn2)]):
+                h = F.linear(F.relu(h) if index else h, linear.weight, linear.bias)
+                own.append((h.mean(0), h.var(0, correction=0)))
+                h = (h - own[-1][0]) / torch.sqrt(own[-1][1] + bn.eps) * bn.weight + bn.bias
+            loss, error = evaluate_by_hand(model, own, x, y)
+            losses.append(loss)
+            errors.append(error)
+    assert record["val_loss_batch"] == pytest.approx(sum(losses) / 2, rel=1e-12)
+    assert record["val_error_batch"] == pytest.approx(sum(errors) / 2)
+    assert abs(record["val_loss_batch"] - record["val_loss_ema"]) > 1e-3
+    assert "val_loss_batch" not in fit(1.0, trainer_kwargs)[1].history[0]  # off by default
+
+
 def test_training_is_bit_identical_with_and_without_the_callback(trainer_kwargs):
     """Noisy BN (random draws), Adam, a loader shuffling with its own generator: at the validation cadence
     and mid-epoch at a step cadence, over two epochs."""
@@ -147,7 +173,8 @@ def test_training_is_bit_identical_with_and_without_the_callback(trainer_kwargs)
         trainer.fit(model, train_loader, DataLoader(data, batch_size=32))
         return model.state_dict(), trainer.optimizers[0].state_dict()
 
-    callbacks = [PreciseBNGap(num_batches=3), PreciseBNGap(every_n_steps=3, num_batches=2, val_batches=1)]
+    callbacks = [PreciseBNGap(num_batches=3, batch_statistics=True),
+                 PreciseBNGap(every_n_steps=3, num_batches=2, val_batches=1)]
     measured = train(callbacks)
     assert [[r["step"] for r in c.history] for c in callbacks] == [[4.0, 8.0], [0.0, 3.0, 6.0]]
     assert same(train([]), measured)

@@ -59,6 +59,26 @@ def test_gaps_match_a_direct_computation(trainer_kwargs):
     assert record["train_eval/loss_gap"] != 0.0
 
 
+def test_the_train_eval_loss_gap_uses_the_loss_given_with_loss(trainer_kwargs):
+    """``loss=`` alone (no ``forward=``) replaces the replayed training_step's loss in both modes."""
+    torch.manual_seed(0)
+    model = LinearBN()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(1.0)
+    untrained = copy.deepcopy(model)
+
+    def squared_logits(pl_module, batch):
+        return pl_module(batch[0]).pow(2).mean()
+
+    callback = RunningStatsConvergence(every_n_steps=1, probe_size=64, loss=squared_logits)
+    L.Trainer(**trainer_kwargs(max_steps=1, callbacks=[callback])).fit(model, data())
+    x = data().dataset.tensors[0]
+    with torch.no_grad():  # eval first: a train-mode pass updates the running statistics
+        eval_loss = untrained.eval()(x).pow(2).mean()
+        train_loss = untrained.train()(x).pow(2).mean()
+    assert callback.history[0]["train_eval/loss_gap"] == pytest.approx((eval_loss - train_loss).item(), rel=1e-5)
+
+
 def test_gaps_vanish_after_recalibration_on_the_probe(trainer_kwargs):
     torch.manual_seed(0)
     model = LinearBN()

@@ -21,13 +21,14 @@ def test_help_lists_every_command_with_its_description(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")  # argparse wraps help to the terminal's width
     assert exit_status("--help") == 0
     out = capsys.readouterr().out
-    assert set(COMMANDS) == {"fit", "validate", "test", "predict", "report", "study"}
-    assert "{fit,validate,test,predict,report,study}" in out
+    assert set(COMMANDS) == {"fit", "validate", "test", "predict", "report", "study", "sweep"}
+    assert "{fit,validate,test,predict,report,study,sweep}" in out
     for name, description in COMMANDS.items():
         assert re.search(rf"^\s+{name}\s+{re.escape(description)}$", out, re.MULTILINE), name
 
 
-@pytest.mark.parametrize(("command", "usage"), [("report", "usage: normzoo report"), ("study", "normzoo study")])
+@pytest.mark.parametrize(("command", "usage"), [("report", "usage: normzoo report"), ("study", "normzoo study"),
+                                                    ("sweep", "usage: normzoo sweep")])
 def test_normzoos_own_commands_keep_their_help(command, usage, capsys):
     status = 0
     try:

@@ -42,6 +42,17 @@ def test_stratified_split_partitions_the_indices():
         stratified_split(labels, 10)
 
 
+def test_held_out_batches_sample_every_class_of_data_sorted_by_class(mnist5k):
+    """MNIST-5k is sorted by class; its validation and test loaders must not be, for batch-dependent evaluation."""
+    assert torch.equal(load_mnist5k()[1], torch.arange(10).repeat_interleave(500))  # sorted by class
+    for loader in (mnist5k.val_dataloader(), mnist5k.test_dataloader()):
+        for _, labels in loader:
+            if len(labels) >= 100:
+                assert len(labels.unique()) == 10
+    keep, _ = stratified_split(torch.arange(100) % 4, 20)
+    assert torch.equal(keep, keep.sort().values)  # the training part keeps the data's order (loaders shuffle it)
+
+
 def test_items_are_normalized_floats(mnist5k):
     x, y = mnist5k.train_set[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64

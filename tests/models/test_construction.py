@@ -51,7 +51,7 @@ def test_init_none_is_the_familys_paper_init(family, paper_init, other):
 
 
 def test_build_cnn_knows_every_arch_and_its_family():
-    assert CNN_ARCHS == ("vgg11", "vgg13", "vgg16", "resnet8", "resnet20", "resnet18")
+    assert CNN_ARCHS == ("vgg11", "vgg13", "vgg16", "resnet8", "resnet20", "resnet56", "resnet110", "resnet18")
     for arch in CNN_ARCHS:
         model = build_cnn(arch, input_shape=(3, 8, 8), width_factor=0.125)
         assert isinstance(model, VGG if arch.startswith("vgg") else ResNet)

@@ -71,6 +71,17 @@ def test_diverged_seeds_are_left_out_except_from_the_run_records():
                                                                                 "no interval")
 
 
+def test_a_diverged_run_counts_for_values_read_before_it_diverged():
+    """Its measurement at initialization (``TAG@0``) is that of sound weights; its final values are not."""
+    runs = seeds_of("none", [0.1, 0.2, 0.3], diverged=(0,))  # seed 0 diverged at step 100
+    for run, rank in zip(runs, (1.5, 1.2, 1.1), strict=True):
+        run.scalars["zoo/signal/x/stable_rank"] = Series((0,), (rank,))
+    (none,) = group_cells(runs)
+    assert none.interval(Metric.parse("zoo/signal/x/stable_rank@0")).n == 3  # before step 100: all three
+    assert none.interval(Metric.parse("zoo/signal/x/stable_rank")).n == 2  # a final value: the diverged one is out
+    assert none.interval(Metric.parse("val/acc@100")).n == 2  # at the divergence step itself: out
+
+
 def test_cells_group_seeds_of_one_name_and_one_setup():
     runs = seeds_of("bn", [0.9, 0.91]) + seeds_of("bn", [0.5], lr=1.0) + seeds_of("none", [0.8])
     grouped = group_cells(runs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from normzoo.callbacks import Sharpness
 from normzoo.studies import STUDIES, plan_runs
 from normzoo.studies.estimate import build
+from tests.fixtures import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = STUDIES["cohen_eos"]
@@ -51,15 +50,6 @@ def test_each_step_is_one_gradient_descent_step_on_the_whole_training_set(mode, 
         "bn", 4, 64, "tanh")
 
 
-def eos_table(monkeypatch: pytest.MonkeyPatch):
-    """``scripts/eos_table.py`` as a module (registered while the test runs: its dataclass needs that)."""
-    spec = importlib.util.spec_from_file_location("eos_table", ROOT / "scripts" / "eos_table.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_run(folder: Path, sharpness: dict[int, float], lr: float, losses: list[float]) -> None:
     with SummaryWriter(str(folder)) as writer:
         for step, value in sharpness.items():
@@ -70,7 +60,7 @@ def write_run(folder: Path, sharpness: dict[int, float], lr: float, losses: list
 
 
 def test_the_table_gives_sharpness_in_units_of_two_over_lr_and_the_edge_window(tmp_path, capsys, monkeypatch):
-    module = eos_table(monkeypatch)
+    module = load_script("eos_table", monkeypatch)
     losses = [1.0, 0.9, 0.95, 0.8, 0.85, 0.7, 0.6]  # rises at steps 2 and 4
     write_run(tmp_path / "none_lr0.1_seed0", {0: 2.0, 2: 19.0, 4: 22.0, 6: 10.0}, 0.1, losses)
     write_run(tmp_path / "none_lr0.1_seed1", {0: 4.0, 2: 10.0, 4: 21.0, 6: 18.0}, 0.1, losses)

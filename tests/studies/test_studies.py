@@ -24,17 +24,48 @@ def legend(png: Path) -> set[str]:
     return set(Image.open(png).text["Legend"].split("; "))
 
 
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def distinct_runs(study: Study) -> list[StudyRun]:
+    """The first run of each kind: runs whose overrides differ only in numbers (an LR, a batch size) share code."""
+    seen, chosen = set(), []
+    for run in study.runs:
+        kind = tuple("#" if is_number(arg) else arg for arg in run.args_for("tiny"))
+        if kind not in seen:
+            seen.add(kind)
+            chosen.append(run)
+    return chosen
+
+
+def test_distinct_runs_keep_every_norm_and_option_and_drop_numeric_variants():
+    assert [run.name for run in distinct_runs(STUDIES["cohen_eos"])] == ["none_lr0.05", "bn_lr0.05", "ln_lr0.05",
+                                                                          "gn_lr0.05"]
+    assert len(distinct_runs(STUDIES["placement"])) == len(STUDIES["placement"].runs)  # relu/sigmoid, before/after
+
+
 @pytest.mark.parametrize("name", STUDIES)
 def test_each_study_runs_in_tiny_mode_and_reports_every_run(name, tmp_path):
-    """Every study at one seed (the cheapest check of its machinery); the tutorial at 2, to check its seeds."""
+    """Every kind of run of every study at one seed (the cheapest check of its machinery); the tutorial at 2 seeds.
+
+    Runs that differ from one of these only in numbers go through the same code; the claims naming them
+    are still listed (without values).
+    """
     study = STUDIES[name]
     seeds = 2 if name == "tutorial" else 1
-    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True, seeds=seeds) == 0
+    runs = distinct_runs(study)
+    assert run_study(study, "tiny", tmp_path, estimate=False, in_process=True, seeds=seeds,
+                     only=[run.name for run in runs]) == 0
     report_dir = tmp_path / name / "tiny" / "report"
     report = (report_dir / "report.md").read_text()
     table = report.split("## Runs")[1]
     drawn = legend(report_dir / "curves" / "train_loss.png")
-    for run in study.runs:
+    for run in runs:
         for seed in range(seeds):
             assert f"| {seeded_name(run.name, seed)} |" in table
         assert run.name in drawn or f"{run.name} (diverged)" in drawn  # one line per cell
@@ -121,6 +152,9 @@ def test_slots_are_one_per_gpu_or_a_share_of_the_cpu(monkeypatch):
     gpus = make_slots(None)
     assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in gpus] == ["0", "1"]
     assert all("--trainer.devices" in slot.args and "gpu" in slot.args for slot in gpus)
+    shared = make_slots(None, runs_per_gpu=3)  # small runs side by side on each GPU
+    assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in shared] == ["0", "0", "0", "1", "1", "1"]
+    assert shared[1].label == "GPU 0 share 1"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     cpus = make_slots(2)

@@ -11,19 +11,24 @@ from __future__ import annotations
 from normzoo.errors import ConfigError
 from normzoo.studies.catalog import (
     cohen_eos,
+    daneshmand,
+    de_smith,
     init_sensitivity,
     ioffe_mnist,
+    li_arora,
     lr_sensitivity,
     placement,
     santurkar,
     tutorial,
     wu_he,
+    wu_johnson,
 )
 from normzoo.studies.spec import Study
 
 STUDIES: dict[str, Study] = {
     module.STUDY.name: module.STUDY
-    for module in (ioffe_mnist, santurkar, wu_he, tutorial, lr_sensitivity, init_sensitivity, placement, cohen_eos)
+    for module in (ioffe_mnist, santurkar, wu_he, tutorial, lr_sensitivity, init_sensitivity, placement, cohen_eos,
+                   li_arora, daneshmand, wu_johnson, de_smith)
 }
 """Every study of the catalog by name, in the order ``normzoo study --list`` shows them."""
 

@@ -4,9 +4,11 @@
     normzoo study init_sensitivity          # MNIST, 10 epochs per run
 """
 
-from normzoo.studies.spec import PACKAGE_ROOT, Study, StudyRun
+from normzoo.studies.spec import PACKAGE_ROOT, Study
+from normzoo.studies.sweep import Axis, grid_runs
 
 GAINS = ("0.1", "0.3", "1", "3", "10")
+AXES = (Axis("model.norm", ("bn", "none")), Axis("model.init_gain", GAINS))
 
 STUDY = Study(
     name="init_sensitivity",
@@ -20,9 +22,8 @@ initial weights (BN(aWu) = BN(Wu)); without it, small gains stall and large ones
 """,
     configs=("configs/quickstart.yaml", "studies/catalog/mlp_sweep.yaml"),
     quick_configs=("studies/catalog/mlp_sweep.quick.yaml",),
-    runs=tuple(StudyRun(f"{norm}_gain{gain}", ("--model.norm", norm, "--model.init", "kaiming",
-                                                "--model.init_gain", gain))
-               for norm in ("bn", "none") for gain in GAINS),
+    runs=grid_runs(AXES, name=lambda point: f"{point[0]}_gain{point[1]}", fixed=("--model.init", "kaiming")),
+    sweep_axes=AXES,
     report_args=("--heatmap", "norm", "init_gain", "--columns", "norm", "init", "init_gain", "lr",
                  "--no-diagnostics"),
     claims=(

@@ -4,9 +4,11 @@
     normzoo study lr_sensitivity          # MNIST, 10 epochs per run
 """
 
-from normzoo.studies.spec import PACKAGE_ROOT, Study, StudyRun
+from normzoo.studies.spec import PACKAGE_ROOT, Study
+from normzoo.studies.sweep import Axis, grid_runs
 
 LEARNING_RATES = ("0.001", "0.003", "0.01", "0.03", "0.1", "0.3", "1")
+AXES = (Axis("model.norm", ("bn", "none")), Axis("optimizer.init_args.lr", LEARNING_RATES))
 
 STUDY = Study(
     name="lr_sensitivity",
@@ -20,8 +22,8 @@ rates (0.1 where the plain network needs 0.01) and trains well over a wider rang
 """,
     configs=("configs/quickstart.yaml", "studies/catalog/mlp_sweep.yaml"),
     quick_configs=("studies/catalog/mlp_sweep.quick.yaml",),
-    runs=tuple(StudyRun(f"{norm}_lr{lr}", ("--model.norm", norm, "--optimizer.init_args.lr", lr))
-               for norm in ("bn", "none") for lr in LEARNING_RATES),
+    runs=grid_runs(AXES, name=lambda point: f"{point[0]}_lr{point[1]}"),
+    sweep_axes=AXES,
     report_args=("--heatmap", "norm", "lr", "--no-diagnostics"),
     claims=(
         "BN trains at LR 0.3, where no BN diverges: none_lr0.3 > bn_lr0.3 on zoo/run/diverged",
