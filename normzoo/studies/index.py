@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from normzoo.files import write_atomically
 from normzoo.report.cells import cell_name
 from normzoo.report.intervals import Interval
+from normzoo.report.metrics import Metric
 from normzoo.report.runs import load_run
 from normzoo.report.tables import format_interval, markdown_table
-from normzoo.studies.spec import PlannedRun, Study
+from normzoo.studies.spec import PlannedRun, Study, newest_version
 
 INDEX_NAME = "index.csv"
 INDEX_METRICS = ("val/acc", "best val/acc", "val/loss", "train/loss")
@@ -52,18 +52,15 @@ def run_row(study: Study, run: PlannedRun, failed: int | None = None) -> dict[st
     axes = {axis.key: args[args.index(f"--{axis.key}") + 1] for axis in study.sweep_axes}
     row = {"run": run.name, "cell": cell_name(run.name), "seed": str(run.seed), **axes, "status": "not run",
            "last_step": "", **dict.fromkeys(INDEX_METRICS, "")}
-    versions = sorted(run.folder.glob("version_*"), key=lambda path: int(path.name.split("_")[-1])) \
-        if run.folder.is_dir() else []
-    if versions:
-        logged = load_run(versions[-1], run.name)
+    newest = newest_version(run.folder)
+    if newest is not None:
+        logged = load_run(newest, run.name)
         row["status"] = logged.status if logged.status in FINISHED else "unfinished"
         row["last_step"] = "" if logged.last_step is None else str(logged.last_step)
         for metric in INDEX_METRICS:
-            best = metric.startswith("best ")
-            series = logged.scalars.get(metric.removeprefix("best "))
-            values = [v for v in series.values if math.isfinite(v)] if series is not None else []
-            if values:
-                row[metric] = repr(max(values) if best else series.values[-1])
+            value = Metric.parse(metric).of(logged)
+            if value is not None:
+                row[metric] = repr(value)
     if failed is not None and row["status"] not in FINISHED:
         row["status"] = "failed"
     return row

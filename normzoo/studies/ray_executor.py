@@ -62,7 +62,8 @@ def train_run(fit_args: list[str], folder: str, log: str, lock: str, env: dict[s
 def execute_on_ray(todo: list[PlannedRun], log_dir: Path, report: Callable[[PlannedRun, int, float, Path], Any],
                    address: str | None = None, cpus_per_run: int = 1, runs_per_gpu: int = 1,
                    retries: int = 2, jobs: int | None = None) -> None:
-    """Run ``todo`` as Ray tasks and call ``report(run, status, seconds, log)`` as each ends.
+    """Run ``todo`` as Ray tasks and call ``report(run, status, start, log)`` as each ends (``start``: its
+    submission's ``time.perf_counter()``).
 
     Args:
         address: a Ray cluster's address (``auto``: the one started on this machine with ``ray start``);
@@ -108,7 +109,7 @@ def execute_on_ray(todo: list[PlannedRun], log_dir: Path, report: Callable[[Plan
                 status = ray.get(done[0])
             except Exception as error:  # noqa: BLE001 - a failed task must not stop the sweep
                 status = 128 + 15 if isinstance(getattr(error, "cause", None), RunPreempted) else 1
-            report(run, status, time.perf_counter() - start, log)
+            report(run, status, start, log)
     finally:
         if started:
             ray.shutdown()

@@ -44,7 +44,17 @@ from normzoo.files import write_atomically
 from normzoo.report.runs import load_run
 from normzoo.studies.estimate import estimate_runs, format_duration, schedule_seconds
 from normzoo.studies.index import axis_columns, index_path, read_index, summarize, write_index
-from normzoo.studies.spec import MODES, Mode, PlannedRun, Study, is_finished, plan_runs, resume_args, study_root
+from normzoo.studies.spec import (
+    MODES,
+    Mode,
+    PlannedRun,
+    Study,
+    is_finished,
+    newest_version,
+    plan_runs,
+    resume_args,
+    study_root,
+)
 
 
 @dataclass
@@ -136,11 +146,7 @@ def run_study(
     else:
         outcomes = execute(todo, slots, root / "logs", in_process, retries)
     failed = [o for o in outcomes if o.returncode != 0]
-    write_index(study, root, planned, {o.name: o.returncode for o in failed if o.returncode != BUSY})
-    if study.sweep_axes:
-        write_sweep_table(study, root)
-    if figures or not study.sweep_axes:
-        write_study_report(study, root)
+    write_outputs(study, root, planned, figures, {o.name: o.returncode for o in failed if o.returncode != BUSY})
     for outcome in failed:
         if outcome.returncode == BUSY:
             say(f"NOT RUN: {outcome.name} is being trained by another process; run the study again once it ends")
@@ -270,14 +276,21 @@ def execute_ray(todo: list[PlannedRun], log_dir: Path, address: str | None, jobs
     from normzoo.studies.ray_executor import execute_on_ray
 
     outcomes: list[Outcome] = []
-    total = len(todo)
-    say(f"Submitting {total} runs to Ray ({address or 'a local cluster'})")
-
-    def report(run: PlannedRun, status: int, seconds: float, log: Path) -> None:
-        outcomes.append(finish(run, status, time.perf_counter() - seconds, log))
-
-    execute_on_ray(todo, log_dir, report, address=address, runs_per_gpu=runs_per_gpu, retries=retries, jobs=jobs)
+    say(f"Submitting {len(todo)} runs to Ray ({address or 'a local cluster'})")
+    execute_on_ray(todo, log_dir, lambda *ended: outcomes.append(finish(*ended)), address=address,
+                   runs_per_gpu=runs_per_gpu, retries=retries, jobs=jobs)
     return outcomes
+
+
+def write_outputs(study: Study, root: Path, planned: Sequence[PlannedRun], figures: bool,
+                  failed: dict[str, int] | None = None) -> None:
+    """What a study leaves besides its runs: the index, a grid's table by its axes, and the report (a sweep's
+    only with ``figures``)."""
+    write_index(study, root, planned, failed)
+    if study.sweep_axes:
+        write_sweep_table(study, root)
+    if figures or not study.sweep_axes:
+        write_study_report(study, root)
 
 
 def write_sweep_table(study: Study, root: Path) -> Path:
@@ -372,10 +385,10 @@ def describe(run: PlannedRun, returncode: int) -> str:
         return "left to the process that holds its lock"
     if returncode != 0:
         return f"FAILED with status {returncode}"
-    versions = sorted(run.folder.glob("version_*"))
-    if not versions:
+    newest = newest_version(run.folder)
+    if newest is None:
         return "finished without logs"
-    logged = load_run(versions[-1], run.name)
+    logged = load_run(newest, run.name)
     accuracy = logged.final("val/acc")
     shown = f", val/acc {accuracy:.4f}" if accuracy is not None else ""
     if logged.status == "diverged":
@@ -456,12 +469,8 @@ def carry_out(study: Study, args: argparse.Namespace, extra: Sequence[str], figu
     name = study.name
     try:
         if args.report_only:
-            root = study_root(study, args.mode, args.runs_dir)
-            write_index(study, root, plan_runs(study, args.mode, args.runs_dir, extra, args.seeds))
-            if study.sweep_axes:
-                write_sweep_table(study, root)
-            if figures or not study.sweep_axes:
-                write_study_report(study, root)
+            write_outputs(study, study_root(study, args.mode, args.runs_dir),
+                          plan_runs(study, args.mode, args.runs_dir, extra, args.seeds), figures)
             return 0
         return run_study(study, args.mode, args.runs_dir, args.jobs, extra, estimate=not args.no_estimate,
                          dry_run=args.dry_run, in_process=args.in_process, only=args.only, seeds=args.seeds,

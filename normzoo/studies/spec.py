@@ -248,6 +248,12 @@ def is_finished(folder: Path) -> bool:
     return any(load_run(version).status in ("completed", "diverged") for version in versions)
 
 
+def newest_version(folder: Path) -> Path | None:
+    """The run folder's highest ``version_N`` (numerically: ``version_10`` after ``version_9``), or None."""
+    versions = [path for path in folder.glob("version_*") if path.name.split("_")[-1].isdigit()]
+    return max(versions, key=lambda path: int(path.name.split("_")[-1]), default=None)
+
+
 def resume_args(folder: Path) -> tuple[str, ...]:
     """How to restart an unfinished run: from its ``last.ckpt`` if it saved one, else from scratch.
 
