@@ -32,7 +32,7 @@ from typing import Any
 
 from normzoo.errors import ConfigError, RunPreempted
 from normzoo.studies.runner import BUSY, claim_run, was_preempted
-from normzoo.studies.spec import PlannedRun, resume_args
+from normzoo.studies.spec import PlannedRun, is_finished, resume_args
 
 
 def train_run(fit_args: list[str], folder: str, log: str, lock: str, env: dict[str, str]) -> int:
@@ -44,6 +44,9 @@ def train_run(fit_args: list[str], folder: str, log: str, lock: str, env: dict[s
     descriptor = claim_run(Path(lock))
     if descriptor is None:
         return BUSY
+    if is_finished(Path(folder)):  # trained by another process after the sweep planned it
+        os.close(descriptor)
+        return 0
     try:
         args = ["fit", *fit_args, *resume_args(Path(folder))]
         with open(log, "a") as handle:

@@ -176,7 +176,8 @@ def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process
     """Run ``todo`` on ``slots``, a run per free slot, and report each as it ends.
 
     Each run is claimed first (``claim_run``): a run another process is training is left to
-    it. A run whose process ends by a signal the study did not send (``was_preempted``) goes
+    it, and a run that another process finished after this one planned is skipped. A run whose
+    process ends by a signal the study did not send (``was_preempted``) goes
     back to the front of the queue, at most ``retries`` times, and resumes from its
     ``last.ckpt``. On SIGINT or SIGTERM the study stops its running children with SIGTERM (each
     saves its state as ``last.ckpt``), waits for them, and raises ``StudyInterrupted``.
@@ -200,6 +201,10 @@ def execute(todo: list[PlannedRun], slots: list[Slot], log_dir: Path, in_process
                         say(f"[{total - len(queue)}/{total}] {run.name}: another process is training it (its lock "
                             f"{log_dir / run.name}.lock is held); left to it")
                         outcomes.append(Outcome(run.name, BUSY, 0.0, log))
+                        continue
+                    if is_finished(run.folder):  # another process trained it after this one planned
+                        os.close(lock)
+                        say(f"[{total - len(queue)}/{total}] {run.name}: finished by another process meanwhile")
                         continue
                     args = ["fit", *run.fit_args, *slot.args, *resume_args(run.folder)]
                     say(f"[{total - len(queue)}/{total}] {run.name}: started on {slot.label}")
