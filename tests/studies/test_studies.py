@@ -177,3 +177,17 @@ def test_dry_run_prints_every_command_and_bad_input_is_clear(tmp_path, capsys):
     assert "needs config files that are not there" in capsys.readouterr().err
     with pytest.raises(ValueError, match="names several runs"):
         tiny_study(StudyRun("a"), StudyRun("a"))
+
+
+def test_a_run_finished_by_another_process_after_planning_is_skipped_once_claimed(tmp_path, capsys):
+    """The race of two studies on one folder: this one planned the run, the other finished it before the claim."""
+    from normzoo.report.runs import COMPLETED_TAG
+    from normzoo.studies.runner import Slot, execute
+
+    study = tiny_study(StudyRun("late", ("--model.norm", "bn")))
+    (planned,) = plan_runs(study, "tiny", tmp_path, seeds=1)
+    with SummaryWriter(str(planned.folder / "version_0")) as writer:  # what the other process left
+        writer.add_scalar(COMPLETED_TAG, 1.0, 3)
+    outcomes = execute([planned], [Slot("in process", {}, ())], tmp_path / "logs", in_process=True)
+    assert outcomes == [] and "late_seed0: finished by another process meanwhile" in capsys.readouterr().out
+    assert sorted(p.name for p in planned.folder.iterdir()) == ["version_0"]  # nothing trained again
