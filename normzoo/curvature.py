@@ -18,6 +18,7 @@ deterministic given its seed. Vectors are flat: the parameters' values laid end 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,11 +42,23 @@ def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return [piece.view_as(t).to(t.dtype) for piece, t in zip(pieces, like, strict=True)]
 
 
+def twice_differentiable_attention() -> contextlib.AbstractContextManager:
+    """Scaled dot-product attention on its math kernel inside the block: the fused kernels (flash, memory-efficient,
+    the CPU's flash) have no second derivative, the math kernel's is autograd's. A no-op before torch 2.3."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 class HessianOperator:
     """The Hessian of one loss with respect to ``params``, as products ``v -> H v`` (double backward).
 
     The closure runs once, here: its loss is differentiated with ``create_graph=True`` and that
     graph is kept (until ``release``), so each product is one backward pass with no new forward.
+    Attention in the closure runs on the math kernel (``twice_differentiable_attention``), so
+    Transformers have products too.
     Parameters the loss does not use have zero rows. ``.grad`` is never touched.
 
     Args:
@@ -63,7 +76,7 @@ class HessianOperator:
     def __init__(self, closure: Callable[[], Tensor], params: Sequence[Tensor],
                  reduce: Callable[[Tensor], Tensor] | None = None) -> None:
         self.params = list(params)
-        with torch.enable_grad():
+        with torch.enable_grad(), twice_differentiable_attention():
             loss = closure()
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         self.loss = loss.detach()

@@ -5,6 +5,7 @@
     python scripts/bench.py --model resnet18 --norms bn gn --precision bf16-mixed --modes channels_last compile
     python scripts/bench.py --model mlp --norms bn --modes eager cuda_graph       # launch-bound: graphs
     python scripts/bench.py --quickstart                                         # the README's fit, end to end
+    python scripts/bench.py --model resnet20 --norms all --batch-size 128       # every registered norm
 
 Both paths train the same backbone (same init, same SGD with momentum) on the same
 synthetic uint8 images, staged once on the device and batched there by normzoo's
@@ -19,6 +20,9 @@ FLOPs counted by ``torch.utils.flop_counter``). A mode applies the same speed op
 paths: ``eager``; ``channels_last`` (NHWC weights and inputs); ``compile`` (``torch.compile``);
 ``cuda_graph`` (``torch.compile(mode="reduce-overhead")``); normzoo's path gets them from
 ``normzoo.speed.SpeedUp``.
+
+``--norms all`` is every registered norm, bn first; a norm the model cannot take (``in`` or ``frn`` on
+the MLP's feature vectors) is listed under the table with the reason instead of a row.
 
 ``--augment`` crops and flips every batch on the device (``random_crop_flip``); comparing a
 run with it and one without gives the cost of real-data augmentation against pre-staged
@@ -44,7 +48,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from normzoo.data.device_loader import DeviceImageLoader
 from normzoo.data.image_tensors import ImageTensorDataset
-from normzoo.models import CNNClassifier, MLPClassifier, NormClassifier
+from normzoo.errors import ConfigError
+from normzoo.models import CNNClassifier, MLPClassifier, NormClassifier, ViTClassifier
+from normzoo.norms import available_norms
 from normzoo.speed import SpeedUp
 
 MODES = {
@@ -55,7 +61,8 @@ MODES = {
 }
 """Bench mode -> ``SpeedUp`` options for the fit path (the plain loop applies the same by hand)."""
 
-SHAPES = {"mlp": (1, 28, 28), "resnet20": (3, 32, 32), "resnet18": (3, 32, 32), "vgg11": (3, 32, 32)}
+SHAPES = {"mlp": (1, 28, 28), "resnet20": (3, 32, 32), "resnet18": (3, 32, 32), "vgg11": (3, 32, 32),
+          "vit_mini": (3, 32, 32), "vit_tiny": (3, 32, 32)}
 NORM_OPTIONS = {("mlp", "gn"): {"num_groups": 10}}
 """GroupNorm's groups: 10 of 10 units for the 100-unit MLP; CNNs keep the default (Wu & He's 32, capped to C)."""
 OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9}}
@@ -80,7 +87,16 @@ def make_model(arch: str, norm: str) -> NormClassifier:
     kwargs = dict(input_shape=SHAPES[arch], num_classes=10, norm=norm, norm_kwargs=options, optimizer=OPTIMIZER)
     if arch == "mlp":
         return MLPClassifier(depth=3, width=100, **kwargs)  # Ioffe & Szegedy's 784-100-100-100-10
+    if arch.startswith("vit"):
+        return ViTClassifier(arch=arch, **kwargs)  # both paths train it with the same SGD as the others
     return CNNClassifier(arch=arch, **kwargs)
+
+
+def norms_to_bench(names: list[str]) -> list[str]:
+    """``names``, with ``all`` standing for every registered norm (bn first: the other rows are relative to it)."""
+    if names != ["all"]:
+        return names
+    return ["bn"] + [name for name in available_norms() if name != "bn"]
 
 
 def make_loader(arch: str, batch_size: int, num_images: int, device: torch.device,
@@ -284,13 +300,21 @@ def main() -> None:
     for precision in args.precision:
         for mode in args.modes:
             first = None
-            for norm in args.norms:
+            refused: dict[str, str] = {}
+            for norm in norms_to_bench(args.norms):
+                try:
+                    make_model(args.model, norm)
+                except ConfigError as error:
+                    refused[norm] = str(error).split(". ")[0]
+                    continue
                 result = bench(args.model, norm, precision, mode, args, device)
                 first = first or result
                 print(f"| {norm} | {precision} | {mode} | {result.plain_images_per_s:,.0f} | "
                       f"{result.fit_images_per_s:,.0f} | {result.ratio:.2f}x | "
                       f"{first.fit_images_per_s / result.fit_images_per_s:.2f}x | "
                       f"{result.flops_per_s / 1e12:.3f} |", flush=True)
+            for norm, reason in refused.items():
+                print(f"not timed: {norm} ({args.model} refuses it: {reason})")
 
 
 if __name__ == "__main__":

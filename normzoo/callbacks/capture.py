@@ -14,7 +14,8 @@ site computed several times per forward gets one name per call, in call order:
 on different inputs; pooling them would mix two distributions). Other named layers
 (``layers=["features.1"]``, a BN layer) have their inputs captured by a forward pre-hook,
 per call in the same way. Each capture also notes the weight layer called last before it, which
-names the layer in the tags.
+names the layer in the tags. A function called inside a norm layer is part of that layer, not an
+activation site: DyT's ``tanh``, EvoNorm-S0's ``sigmoid`` (a norm-activation layer is measured as a norm).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from normzoo.callbacks.layer_names import LastWeightLayer, tracking_weight_layers
+from normzoo.norms import is_norm
 
 ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                       nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish)
@@ -93,6 +95,10 @@ class _ModuleStack:
         if self.paths:
             self.paths.pop()
 
+    def inside_norm(self) -> bool:
+        """Whether a norm layer is running now (its own functions are not activation sites)."""
+        return any(is_norm(module) for _, module in self.paths)
+
     def site(self, kind: str) -> str:
         """The name of an activation computed now: the activation module's path, or ``<caller>.<kind>``."""
         path, module = self.paths[-1] if self.paths else ("", None)
@@ -115,7 +121,7 @@ class _ActivationMode(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         kind = activation_kind(func)
-        if kind is not None and args and isinstance(args[0], Tensor):
+        if kind is not None and args and isinstance(args[0], Tensor) and not self.stack.inside_norm():
             self.captured.add(self.stack.site(kind), kind, args[0], self.wanted)
         return func(*args, **kwargs)
 

@@ -31,6 +31,7 @@ from normzoo.callbacks.running_stats import hits, primary_output
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance, recalibrate_bn
 from normzoo.norms.moments import statistics_gap
+from normzoo.norms.registry import norms_with_running_statistics
 
 MODEL_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "val_loss_ema, val_loss_precise": ("val_loss_ema", "val_loss_precise"),
@@ -192,8 +193,8 @@ class PreciseBNGap(Diagnostic):
             return
         if not self.layers:
             self.stop(trainer, f"{type(pl_module).__name__} has no BatchNorm layer with running statistics (norms "
-                               "with them: bn, noisy_bn, bn_manual, batch_renorm), so there are no EMA statistics "
-                               "to compare with precise ones")
+                               f"with them: {', '.join(norms_with_running_statistics())}), so there are no EMA "
+                               "statistics to compare with precise ones")
         elif trainer.limit_val_batches == 0:
             self.stop(trainer, f"{self._no_validation(pl_module)} (limit_val_batches=0)")
 

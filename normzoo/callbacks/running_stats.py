@@ -20,6 +20,7 @@ from normzoo.callbacks.probe import sum_over_ranks
 from normzoo.errors import ConfigError
 from normzoo.norms import keeps_mean_and_variance
 from normzoo.norms.moments import PopulationMoments, channel_mean, statistics_gap
+from normzoo.norms.registry import norms_with_running_statistics
 
 
 def primary_output(outputs: Any) -> Tensor | None:
@@ -135,7 +136,7 @@ class RunningStatsConvergence(ProbeDiagnostic):
 
     def nothing_to_watch(self, pl_module: L.LightningModule) -> str:
         return (f"{type(pl_module).__name__} has no BatchNorm layer with running statistics (norms with them: "
-                "bn, noisy_bn, bn_manual, batch_renorm)")
+                f"{', '.join(norms_with_running_statistics())})")
 
     @override
     def layout_charts(self, pl_module: L.LightningModule) -> Charts:

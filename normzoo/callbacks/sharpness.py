@@ -22,7 +22,7 @@ from normzoo.callbacks.layer_names import own_weight_layer
 from normzoo.callbacks.layout import Charts, family_charts
 from normzoo.callbacks.objective import MicroBatch, StepObjective
 from normzoo.callbacks.probe import RngState, model_tensors, preserved_state, snapshot, sum_over_ranks, swapped_in
-from normzoo.curvature import HessianOperator, hutchinson_trace, top_eigenvalue
+from normzoo.curvature import HessianOperator, hutchinson_trace, top_eigenvalue, twice_differentiable_attention
 from normzoo.errors import ConfigError, DiagnosticError
 from normzoo.norms.norm_fed import SCALE_INVARIANCE_TOL, NormFed, feeding_norms, scale_invariance_error
 
@@ -251,7 +251,8 @@ class Sharpness(LossDiagnostic):
         world = trainer.world_size
         reduce = None if world == 1 else (lambda t: sum_over_ranks(trainer, t) / world)
         with preserved_state(pl_module):
-            with feeding_norms(pl_module) if self.spherical else nullcontext({}) as fed:
+            with feeding_norms(pl_module) if self.spherical else nullcontext({}) as fed, \
+                    twice_differentiable_attention():  # Transformers: the math kernel, which has a double backward
                 loss = objective.loss()
             if loss is None:
                 return None

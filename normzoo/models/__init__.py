@@ -17,11 +17,13 @@ from normzoo.models.layers import ACTIVATIONS, INIT_SCHEMES, init_weights
 from normzoo.models.mlp import MLP, DenseBlock
 from normzoo.models.resnet import RESNET_VARIANTS, BasicBlock, ResNet
 from normzoo.models.vgg import VGG, VGG_VARIANTS
+from normzoo.models.vit import VIT_VARIANTS, ViT
 
 if TYPE_CHECKING:
-    from normzoo.models.classifier import CNNClassifier, MLPClassifier, NormClassifier
+    from normzoo.models.classifier import CNNClassifier, MLPClassifier, NormClassifier, ViTClassifier
 
-_LIGHTNING = {name: "normzoo.models.classifier" for name in ("CNNClassifier", "MLPClassifier", "NormClassifier")}
+_LIGHTNING = {name: "normzoo.models.classifier"
+              for name in ("CNNClassifier", "MLPClassifier", "NormClassifier", "ViTClassifier")}
 """Public names that need Lightning -> the module that defines them, imported on first access."""
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "RESNET_VARIANTS",
     "VGG",
     "VGG_VARIANTS",
+    "VIT_VARIANTS",
     "BasicBlock",
     "CNNClassifier",
     "ConvNet",
@@ -39,6 +42,8 @@ __all__ = [
     "MLPClassifier",
     "NormClassifier",
     "ResNet",
+    "ViT",
+    "ViTClassifier",
     "build_cnn",
     "init_weights",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch.nn.functional as F
@@ -25,17 +25,19 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from normzoo.batches import NonFiniteInputs
 from normzoo.errors import DataError
+from normzoo.models.agc import adaptive_clip_grad_, agc_parameters
 from normzoo.models.archs import build_cnn
 from normzoo.models.bn_report import BNBatchReport
 from normzoo.models.mlp import MLP, NormPosition
 from normzoo.models.optim import configure_optimization
+from normzoo.models.vit import Placement, ViT
 from normzoo.norms import guard_batch_statistics
 from normzoo.tb_logging import log_hparams_experiment, log_hparams_session, logged_metrics, tensorboard_loggers
 
 HPARAM_METRICS = ("val/acc", "val/loss", "train/loss", "test/acc")
 """The metric columns of TensorBoard's hparams tab, of those a run logged."""
 
-TRAINING_HPARAMS = ("optimizer", "lr_scheduler")
+TRAINING_HPARAMS = ("optimizer", "lr_scheduler", "agc")
 """The classifiers' arguments that configure training; every other one is the backbone's."""
 
 
@@ -162,6 +164,16 @@ class NormClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return configure_optimization(self, self.hparams.get("optimizer"), self.hparams.get("lr_scheduler"))
 
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """``agc``: adaptive gradient clipping of every parameter but the head's (Brock et al. 2021), then the
+        Trainer's own ``gradient_clip_val`` clipping. Lightning calls this after unscaling fp16 gradients."""
+        clipping = self.hparams.get("agc")
+        if clipping is not None:
+            adaptive_clip_grad_(agc_parameters(self.backbone, exclude=["head"]), clipping)
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_fit_start(self) -> None:
         params = public_hparams(self.hparams)
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -200,7 +212,9 @@ class MLPClassifier(NormClassifier):
         num_classes: number of classes; linked from the datamodule by the CLI.
         norm: registered norm name: bn, ln, gn, none, noisy_bn, ... (``in`` needs conv maps).
         norm_kwargs: options of the norm, e.g. ``{num_groups: 20}`` for gn.
-        depth, width, activation, norm_position, init, init_gain: see ``normzoo.models.MLP``.
+        depth, width, activation, norm_position, init, init_gain, weight_norm: see ``normzoo.models.MLP``.
+        agc: None, or adaptive gradient clipping's threshold lambda (Brock et al. 2021; 0.01 ... 0.16 in the paper):
+            each unit's gradient norm is clipped to lambda times its weight norm; the head is not clipped.
         optimizer: ``{"class_path": ..., "init_args": {...}}``; SGD(lr=0.1, momentum=0.9) if None.
         lr_scheduler: same form, or None for a constant learning rate.
     """
@@ -217,6 +231,8 @@ class MLPClassifier(NormClassifier):
         norm_position: NormPosition = "before",
         init: str = "default",
         init_gain: float = 1.0,
+        weight_norm: str | None = None,
+        agc: float | None = None,
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
     ) -> None:
@@ -242,6 +258,11 @@ class CNNClassifier(NormClassifier):
         residual_scale: ResNets only: None for the plain blocks; a float puts a learned scalar on every
             residual branch, initialized at that value (0.0: SkipInit, De & Smith 2020; see
             ``normzoo.models.ResNet``). Never weight-decayed.
+        fixup: ResNets only: Fixup (Zhang et al. 2019), the initialization and scalar biases that train a
+            deep ResNet without normalization; needs ``norm: none``.
+        weight_norm: None, ``ws``, ``sws`` or ``wn``: a weight-side normalization of every conv and linear layer
+            but the head (``norm: gn`` with ``weight_norm: ws`` is BiT's GN+WS); see ``normzoo.models.ConvNet``.
+        agc: None, or adaptive gradient clipping's threshold lambda (Brock et al. 2021); the head is not clipped.
         optimizer: ``{"class_path": ..., "init_args": {...}}``; SGD(lr=0.1, momentum=0.9) if None.
         lr_scheduler: same form, or None for a constant learning rate.
     """
@@ -258,6 +279,9 @@ class CNNClassifier(NormClassifier):
         init_gain: float = 1.0,
         width_factor: float = 1.0,
         residual_scale: float | None = None,
+        fixup: bool = False,
+        weight_norm: str | None = None,
+        agc: float | None = None,
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
     ) -> None:
@@ -265,3 +289,51 @@ class CNNClassifier(NormClassifier):
         self.save_hyperparameters(logger=False)
         self.backbone = build_cnn(**self.backbone_options())
 
+
+class ViTClassifier(NormClassifier):
+    """A Vision Transformer classifier (``normzoo.models.ViT``) for image maps, trained with AdamW by default.
+
+    Args:
+        input_shape: ``(C, H, W)`` of one sample; linked from the datamodule by the CLI. H and W must be
+            multiples of ``patch_size``.
+        num_classes: number of classes; linked from the datamodule by the CLI.
+        arch: vit_mini, vit_tiny or vit_small (``normzoo.models.VIT_VARIANTS``).
+        norm: a per-token norm: ln (ViT's own), rms, bn, dyt, derf, none, ...; not a norm-activation layer.
+        norm_kwargs: options of the norm, e.g. ``{eps: 1e-6}``.
+        placement: pre (Pre-LN, Xiong et al. 2020), post (Post-LN, Vaswani et al. 2017) or peri (Peri-LN,
+            Kim et al. 2025).
+        patch_size: side of the square patches; None for 4.
+        init: None for timm's ViT init (truncated normal, std 0.02), or a scheme of ``INIT_SCHEMES``.
+        init_gain: multiplies the init's standard deviation.
+        optimizer: ``{"class_path": ..., "init_args": {...}}``; ``default_optimizer`` (AdamW) if None.
+        lr_scheduler: same form, or None for a constant learning rate.
+    """
+
+    default_optimizer: ClassVar[dict[str, Any]] = {
+        "class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.05},
+    }
+    """AdamW, the optimizer of ViT recipes (DeiT: weight decay 0.05); SGD, the other classifiers' default, trains
+    ViTs poorly."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        arch: str = "vit_mini",
+        norm: str = "ln",
+        norm_kwargs: dict[str, Any] | None = None,
+        placement: Placement = "pre",
+        patch_size: int | None = None,
+        init: str | None = None,
+        init_gain: float = 1.0,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(num_classes)
+        self.save_hyperparameters(logger=False)
+        options = self.backbone_options()
+        self.backbone = ViT(options.pop("arch"), **options)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.get("optimizer") or self.default_optimizer
+        return configure_optimization(self, optimizer, self.hparams.get("lr_scheduler"))

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from normzoo.errors import ConfigError
 from normzoo.models.layers import init_weights
+from normzoo.models.weight_norms import normalize_backbone_weights
 from normzoo.norms import NormConstructor, NormSpec, get_norm_layer
 
 
@@ -35,6 +36,9 @@ class ConvNet(nn.Module):
             family's ``default_init``, the one its paper uses.
         init_gain: multiplies the scheme's standard deviation.
         width_factor: multiplies every layer's channel count (e.g. 0.125 for a quick CPU model).
+        weight_norm: None, or a weight-side normalization of every conv and linear layer but the head:
+            ``ws`` (Weight Standardization; with ``norm="gn"`` BiT's GN+WS), ``sws`` (Scaled WS, the
+            NF-ResNets' weights) or ``wn`` (Weight Normalization); see ``normzoo.models.weight_norms``.
     """
 
     family: ClassVar[str]
@@ -53,6 +57,7 @@ class ConvNet(nn.Module):
         init: str | None = None,
         init_gain: float = 1.0,
         width_factor: float = 1.0,
+        weight_norm: str | None = None,
     ) -> None:
         super().__init__()
         variant = variant or self.default_variant
@@ -68,6 +73,7 @@ class ConvNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(channels, num_classes)
         init_weights(self, init or self.default_init, init_gain)
+        normalize_backbone_weights(self, weight_norm, activation)
 
     def build_body(
         self, layout: Any, in_channels: int, norm_layer: NormConstructor, activation: str, width_factor: float

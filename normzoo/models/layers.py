@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from normzoo.errors import ConfigError
-from normzoo.norms import cancels_bias
+from normzoo.norms import NormConstructor, brings_activation, cancels_bias
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -77,8 +77,32 @@ def init_weights(model: nn.Module, scheme: str = "default", gain: float = 1.0) -
             bias.zero_()
 
 
+def build_norm(norm_layer: NormConstructor, channels: int, activation_follows: bool = True) -> nn.Module:
+    """The norm layer for ``channels``; where no activation follows it, a norm-activation layer comes without its own.
+
+    A norm-activation layer (FRN+TLU, EvoNorm: ``normzoo.norms.brings_activation``) replaces the
+    norm *and* the activation after it. Where a model has no activation after the norm (a ResNet's
+    last norm before the residual addition, its shortcut, a norm placed after the activation) it
+    is built again with ``apply_act=False``: the layer without its nonlinearity, as timm's
+    ``norm_act`` layers are used in ResNetV2 and as the FRN and EvoNorm papers place them (FRN
+    without TLU; EvoNorm, as in its authors' code, reduces to its affine ``gamma * x + beta``).
+    """
+    norm = norm_layer(channels)
+    if not activation_follows and brings_activation(norm):
+        norm = norm_layer(channels, apply_act=False)
+    return norm
+
+
+def activation_after(norm: nn.Module, activation: str) -> nn.Module:
+    """The activation a model puts after ``norm``: none (``nn.Identity``) when the norm brings its own."""
+    return nn.Identity() if brings_activation(norm) else make_activation(activation)
+
+
 class ConvNorm(nn.Sequential):
-    """A conv followed by a norm; the conv has a bias only when the norm does not cancel it."""
+    """A conv followed by a norm; the conv has a bias only when the norm does not cancel it.
+
+    ``activation_follows=False`` where the model puts no activation after this norm (see ``build_norm``).
+    """
 
     def __init__(
         self,
@@ -87,8 +111,9 @@ class ConvNorm(nn.Sequential):
         norm_layer: Callable[[int], nn.Module],
         kernel_size: int = 3,
         stride: int = 1,
+        activation_follows: bool = True,
     ) -> None:
-        norm = norm_layer(out_channels)
+        norm = build_norm(norm_layer, out_channels, activation_follows)
         conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride,
             padding=kernel_size // 2, bias=not cancels_bias(norm),

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from normzoo.errors import ConfigError
-from normzoo.models.layers import init_weights, make_activation
+from normzoo.models.layers import activation_after, build_norm, init_weights, make_activation
+from normzoo.models.weight_norms import normalize_backbone_weights
 from normzoo.norms import NormConstructor, NormSpec, cancels_bias, get_norm_layer
 
 NormPosition = Literal["before", "after"]
@@ -19,7 +20,9 @@ class DenseBlock(nn.Module):
     """Linear -> norm -> activation (``before``) or Linear -> activation -> norm (``after``).
 
     "before" is Ioffe & Szegedy's placement, "immediately before the nonlinearity"; there
-    the linear bias is dropped when the norm cancels it (BN, noisy BN).
+    the linear bias is dropped when the norm cancels it (BN, noisy BN). A norm-activation layer
+    (``normzoo.norms.brings_activation``) replaces the activation "before"; "after" the activation it
+    is the normalization alone (``apply_act=False``), so the block has one nonlinearity either way.
     """
 
     def __init__(
@@ -34,10 +37,10 @@ class DenseBlock(nn.Module):
         if norm_position not in ("before", "after"):
             raise ConfigError(f"norm_position must be 'before' or 'after' the activation, got {norm_position!r}.")
         self.norm_position = norm_position
-        self.norm = norm_layer(out_features)
-        bias = norm_position == "after" or not cancels_bias(self.norm)
-        self.linear = nn.Linear(in_features, out_features, bias=bias)
-        self.act = make_activation(activation)
+        before = norm_position == "before"
+        self.norm = build_norm(norm_layer, out_features, activation_follows=before)
+        self.linear = nn.Linear(in_features, out_features, bias=not before or not cancels_bias(self.norm))
+        self.act = activation_after(self.norm, activation) if before else make_activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.linear(x)
@@ -63,6 +66,9 @@ class MLP(nn.Module):
         norm_position: ``before`` or ``after`` the activation.
         init: weight init scheme (see ``normzoo.models.layers.INIT_SCHEMES``).
         init_gain: multiplies the scheme's standard deviation.
+        weight_norm: None, or a weight-side normalization of every linear layer but the head: ``ws``
+            (Weight Standardization), ``sws`` (Scaled WS) or ``wn`` (Weight Normalization); see
+            ``normzoo.models.weight_norms``.
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class MLP(nn.Module):
         norm_position: NormPosition = "before",
         init: str = "default",
         init_gain: float = 1.0,
+        weight_norm: str | None = None,
     ) -> None:
         super().__init__()
         if depth < 1 or width < 1:
@@ -89,6 +96,7 @@ class MLP(nn.Module):
         )
         self.head = nn.Linear(width, num_classes)
         init_weights(self, init, init_gain)
+        normalize_backbone_weights(self, weight_norm, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.flatten(x)))

@@ -1,7 +1,9 @@
 """The optimizer and LR schedule of a classifier, from plain ``{"class_path", "init_args"}`` dicts.
 
 Weight decay applies to parameters with ``dim() >= 2`` only (nanoGPT's rule), so norm
-scales and biases are never decayed, whatever the norm.
+scales and biases are never decayed, whatever the norm. A module may exempt more of its own
+parameters by timm's convention, a ``no_weight_decay()`` method returning their names (the ViT's
+position embedding).
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args
 
 
 def decay_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """The trainable parameters as two optimizer groups: decayed (``dim() >= 2``) and not (weight decay 0)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    """The trainable parameters as two optimizer groups: decayed (``dim() >= 2``, not exempted by a module's
+    ``no_weight_decay()``) and not (weight decay 0)."""
+    exempt = {
+        id(module.get_parameter(name)) for module in model.modules()
+        if callable(getattr(module, "no_weight_decay", None)) for name in module.no_weight_decay()
+    }
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2 and id(p) not in exempt]
+    no_decay = [p for p in trainable if p.dim() < 2 or id(p) in exempt]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

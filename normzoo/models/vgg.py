@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from normzoo.models.convnet import ConvNet
-from normzoo.models.layers import ConvNorm, make_activation, scaled_width
+from normzoo.models.layers import ConvNorm, activation_after, scaled_width
 from normzoo.norms import NormConstructor
 
 POOL = "M"
@@ -44,7 +44,8 @@ class VGG(ConvNet):
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
                 width = scaled_width(int(item), width_factor)
-                layers += [ConvNorm(channels, width, norm_layer), make_activation(activation)]
+                conv_norm = ConvNorm(channels, width, norm_layer)
+                layers += [conv_norm, activation_after(conv_norm.norm, activation)]
                 channels = width
         self.features = nn.Sequential(*layers)
         return channels

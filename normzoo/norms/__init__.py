@@ -2,8 +2,9 @@
 
 - the registry: ``register_norm``, ``get_norm_layer``, ``create_norm_layer``, ``available_norms``;
 - layers: ``BatchStatNorm`` (the base of normzoo's batch-statistics norms) and its
-  ``ManualBatchNorm``, ``BatchRenorm``, ``GhostBatchNorm``, ``LpBatchNorm``; ``NoisyBatchNorm``, ``RMSNorm``,
-  ``ChannelLayerNorm``, ``FrozenBatchNorm``;
+  ``ManualBatchNorm``, ``BatchRenorm``, ``GhostBatchNorm``, ``LpBatchNorm``, ``SwitchNorm``, ``EvoNormB0``;
+  ``NoisyBatchNorm``, ``RMSNorm``, ``ChannelLayerNorm``, ``FrozenBatchNorm``; the point-wise ``DynamicTanh``
+  and ``DynamicErf``; the norm-activation ``FilterResponseNorm``, ``EvoNormB0`` and ``EvoNormS0``;
 - tools for any model: ``norm_layers``, ``replace_norm``, ``freeze_norm``/``unfreeze_norm``,
   ``recalibrate_bn``, ``convert_sync_norms``/``revert_sync_norms``, ``guard_batch_statistics``,
   ``bn_batch_size``;
@@ -28,6 +29,7 @@ from normzoo.norms.ghost_bn import GhostBatchNorm
 from normzoo.norms.guards import guard_batch_statistics
 from normzoo.norms.introspect import (
     NormLayer,
+    brings_activation,
     cancels_bias,
     is_norm,
     keeps_mean_and_variance,
@@ -37,6 +39,8 @@ from normzoo.norms.introspect import (
 from normzoo.norms.layers import BatchNoise, ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
 from normzoo.norms.lp_norm import LpBatchNorm
 from normzoo.norms.manual_bn import ManualBatchNorm
+from normzoo.norms.norm_act import EvoNormB0, EvoNormS0, FilterResponseNorm
+from normzoo.norms.pointwise import DynamicErf, DynamicTanh, PointwiseSquash
 from normzoo.norms.recalibrate import recalibrate_bn
 from normzoo.norms.registry import (
     NormConstructor,
@@ -48,6 +52,7 @@ from normzoo.norms.registry import (
 )
 from normzoo.norms.renorm import BatchRenorm
 from normzoo.norms.replace import replace_norm
+from normzoo.norms.switch_norm import SwitchNorm
 from normzoo.norms.sync import convert_sync_norms, revert_sync_norms
 
 __all__ = [
@@ -58,6 +63,11 @@ __all__ = [
     "BatchStatNorm",
     "BatchStatisticsError",
     "ChannelLayerNorm",
+    "DynamicErf",
+    "DynamicTanh",
+    "EvoNormB0",
+    "EvoNormS0",
+    "FilterResponseNorm",
     "FrozenBatchNorm",
     "GhostBatchNorm",
     "LpBatchNorm",
@@ -66,10 +76,13 @@ __all__ = [
     "NormConstructor",
     "NormLayer",
     "NormSpec",
+    "PointwiseSquash",
     "RMSNorm",
+    "SwitchNorm",
     "UnknownNormError",
     "available_norms",
     "bn_batch_size",
+    "brings_activation",
     "cancels_bias",
     "convert_sync_norms",
     "create_norm_layer",

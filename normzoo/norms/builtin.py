@@ -1,4 +1,4 @@
-"""The built-in registry entries: bn, ln, in, gn, none, noisy_bn, and the variants below the table.
+"""The built-in registry entries: bn, ln, in, gn, none, noisy_bn, and the others below the table.
 
 Semantics, for feature vectors ``(N, C)`` / conv maps ``(N, C, H, W)``:
 
@@ -20,7 +20,14 @@ More keys: ``bn_manual`` (BN from its definition, hand-derived backward), ``bn_n
 (BN without running statistics), ``frozen_bn`` (fixed statistics and affine),
 ``batch_renorm`` (Ioffe 2017), ``ghost_bn`` (ghost / virtual BN, Hoffer et al. 2017: statistics
 per chunk of ``virtual_batch_size`` samples), ``rms`` (RMSNorm), ``ln_channel`` (per-position
-LayerNorm over channels), and Santurkar et al.'s ``l1``, ``l2``, ``linf`` batch normalizations.
+LayerNorm over channels), Santurkar et al.'s ``l1``, ``l2``, ``linf`` batch normalizations, and
+``switch_norm`` (Switchable Normalization, Luo et al. 2019: a learned mixture of IN, LN and BN
+statistics; LN and BN only for feature vectors).
+
+The recent wave: ``dyt``/``derf`` (point-wise tanh/erf squashing with no statistics: Zhu et al. 2025,
+Chen et al. 2025), ``frn`` (FRN + TLU, Singh & Krishnan 2020), ``evonorm_b0``/``evonorm_s0`` (Liu et al.
+2020). The last three are norm-activation layers (``brings_activation``): they replace the activation
+after them too; ``frn`` and ``evonorm_b0`` take maps only.
 """
 
 from __future__ import annotations
@@ -34,8 +41,11 @@ from normzoo.norms.ghost_bn import GhostBatchNorm
 from normzoo.norms.layers import ChannelLayerNorm, FrozenBatchNorm, NoisyBatchNorm, RMSNorm
 from normzoo.norms.lp_norm import LpBatchNorm
 from normzoo.norms.manual_bn import ManualBatchNorm
+from normzoo.norms.norm_act import EvoNormB0, EvoNormS0, FilterResponseNorm
+from normzoo.norms.pointwise import DynamicErf, DynamicTanh
 from normzoo.norms.registry import register_norm
 from normzoo.norms.renorm import BatchRenorm
+from normzoo.norms.switch_norm import SwitchNorm
 
 DEFAULT_GROUPS = 32
 
@@ -146,6 +156,11 @@ def channel_layer_norm(num_features: int, dims: int, eps: float = 1e-5, affine: 
 register_norm("batch_renorm", BatchRenorm)  # Ioffe 2017; (num_features, dims, **options)
 register_norm("frozen_bn", FrozenBatchNorm)  # fixed statistics and affine: the identity from scratch
 register_norm("ghost_bn", GhostBatchNorm)  # Hoffer et al. 2017; (num_features, dims, virtual_batch_size, ...)
+register_norm("dyt", DynamicTanh)  # Zhu et al. 2025: gamma * tanh(alpha x) + beta, no statistics
+register_norm("derf", DynamicErf)  # Chen et al. 2025: gamma * erf(alpha x + s) + beta, no statistics
+register_norm("frn", FilterResponseNorm)  # Singh & Krishnan 2020: FRN + TLU, a norm-activation layer; maps only
+register_norm("evonorm_b0", EvoNormB0)  # Liu et al. 2020: batch-dependent norm-activation layer; maps only
+register_norm("evonorm_s0", EvoNormS0)  # Liu et al. 2020: batch-independent norm-activation layer
 
 
 def _lp_factory(p: float):  # noqa: ANN202 - a registry factory
@@ -160,3 +175,5 @@ def _lp_factory(p: float):  # noqa: ANN202 - a registry factory
 
 for _key, _p in (("l1", 1.0), ("l2", 2.0), ("linf", math.inf)):
     register_norm(_key, _lp_factory(_p))
+
+register_norm("switch_norm", SwitchNorm)  # Luo et al. 2019; (num_features, dims, **options)

@@ -12,6 +12,8 @@ classes need no declarations: their answers follow from their class.
 - ``keeps_mean_and_variance``: it normalizes eval inputs with running mean and variance buffers.
 - ``cancels_bias``: it subtracts a per-channel mean, so a bias right before it is redundant.
 - ``slow_in_channels_last``: its eager kernels lose speed in channels-last memory format.
+- ``brings_activation``: its output has been through its own nonlinearity (a norm-activation layer:
+  FRN+TLU, EvoNorm), so models put no activation of their own after it.
 - ``features_and_dims``: the ``(num_features, dims)`` a registered norm needs to replace it.
 - ``surrogate_gradients``, ``first_order_only``: the layers of a model whose derivatives are not
   the exact first or second derivatives of their forward, with the reason (for Hessian tools).
@@ -56,7 +58,14 @@ class NormLayer(Protocol):
       BN batch-size report then watch it, and ``sync_batchnorm`` gives it a ``process_group``
       if it is a ``BatchStatNorm``;
     - ``slow_channels_last``: its eager kernels are slower in channels-last, so ``SpeedUp``
-      does not switch an uncompiled model to that layout.
+      does not switch an uncompiled model to that layout;
+    - ``brings_activation``: a norm-activation layer (timm's ``norm_act`` layers are the
+      precedent): its forward ends in its own nonlinearity, which replaces the activation a
+      model would put after the norm. Its constructor then also takes ``apply_act: bool``;
+      with ``apply_act=False`` it is the layer without its nonlinearity (the layer's own choice:
+      FRN without TLU, EvoNorm its affine alone), for the places where a model has no
+      activation after the norm (a ResNet's last norm before the residual addition, its
+      shortcut). Models ask ``normzoo.models.layers.norm_then_activation`` for the pair.
 
     Optional class attributes saying, in a sentence, why autograd's derivatives through the
     layer are not exact (empty when absent; torch's norm classes have exact ones):
@@ -79,6 +88,7 @@ class NormLayer(Protocol):
     cancels_bias: ClassVar[bool]
     batch_statistics: ClassVar[bool]
     slow_channels_last: ClassVar[bool]
+    brings_activation: ClassVar[bool]
     surrogate_gradient: ClassVar[str]
     first_order_only: ClassVar[str]
 
@@ -136,6 +146,14 @@ def slow_in_channels_last(module: nn.Module) -> bool:
     """Whether ``module``'s eager kernels lose speed in channels-last: GroupNorm, InstanceNorm2d, or as declared."""
     declared = _declared(module, "slow_channels_last")
     return declared if declared is not None else isinstance(module, _SLOW_CHANNELS_LAST)
+
+
+def brings_activation(module: nn.Module) -> bool:
+    """Whether ``module`` is a norm-activation layer whose forward ends in its own nonlinearity (as declared).
+
+    Checked on the built module: one built with ``apply_act=False`` answers False.
+    """
+    return bool(getattr(type(module), "brings_activation", False)) and bool(getattr(module, "apply_act", True))
 
 
 def surrogate_gradients(model: nn.Module) -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from normzoo.errors import ConfigError, UnknownNormError
+from normzoo.norms.introspect import keeps_mean_and_variance
 
 NormFactory = Callable[..., nn.Module]
 """``factory(num_features, dims, **options) -> nn.Module``: what the registry stores."""
@@ -119,6 +120,20 @@ def create_norm_layer(name: NormSpec, num_features: int, dims: int = 2, **option
     if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
         raise ConfigError(f"A norm layer needs num_features >= 1 (the channels it normalizes), got {num_features!r}.")
     return get_norm_layer(name, dims=dims, **options)(num_features)
+
+
+def norms_with_running_statistics() -> list[str]:
+    """The registered norms whose layers (or a layer inside them) normalize eval inputs with running mean and
+    variance buffers, BN-style: the names a message about missing running statistics offers."""
+    names = []
+    for name in available_norms():
+        try:
+            layer = create_norm_layer(name, 4, dims=2)
+        except ConfigError:  # a norm that needs options or other shapes
+            continue
+        if any(keeps_mean_and_variance(module) for module in layer.modules()):
+            names.append(name)
+    return names
 
 
 def _check_options(name: str, factory: NormFactory, options: dict[str, Any]) -> None:

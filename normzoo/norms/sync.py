@@ -3,7 +3,7 @@
 torch's ``SyncBatchNorm.convert_sync_batchnorm`` converts ``_BatchNorm`` subclasses only.
 normzoo's noisy BN keeps its noise through it (the noise is a sibling of the converted
 inner BatchNorm), and normzoo's own batch-statistics layers (``bn_manual``,
-``batch_renorm``, ``l1``, ``l2``) are not ``_BatchNorm``s: they sync by getting a
+``batch_renorm``, ``l1``, ``l2``, ``switch_norm``, ``evonorm_b0``) are not ``_BatchNorm``s: they sync by getting a
 ``process_group``. ``convert_sync_norms`` does both; ``normzoo.sync_plugin.NormZooSyncBatchNorm``
 is the Lightning plugin that applies it (``sync_batchnorm=True``). Plain torch: no Lightning import.
 """

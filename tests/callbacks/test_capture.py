@@ -76,6 +76,20 @@ def test_functional_activations_are_named_after_the_module_that_calls_them():
     assert torch.equal(captured["backbone.relu"], inputs)
 
 
+def test_functions_inside_norm_layers_are_part_of_the_norm_not_activation_sites():
+    from normzoo.models import MLP, ResNet
+
+    model = MLP(input_shape=(6,), num_classes=3, depth=2, width=8, norm="dyt", activation="gelu")
+    with torch.no_grad(), capture(model) as captured:
+        model(torch.randn(4, 6))
+    assert captured.kinds == {"blocks.0.act": "gelu", "blocks.1.act": "gelu"}  # not DyT's two tanh calls
+    resnet = ResNet("resnet8", input_shape=(3, 8, 8), num_classes=3, norm="evonorm_s0",
+                    norm_kwargs={"num_groups": 4}, width_factor=0.5)
+    with torch.no_grad(), capture(resnet) as captured:
+        resnet(torch.randn(2, 3, 8, 8))
+    assert set(captured.kinds) == {f"stages.{s}.0.act2" for s in range(3)}  # the ReLUs after the additions
+
+
 def test_functional_activations_are_measured_by_activation_drift_and_dead_units(trainer_kwargs):
     seed_everything(0)
     model, loader = gallery.GALLERY["functional"]()

@@ -25,12 +25,13 @@ CONSOLE_SCRIPT = str(Path(sys.executable).parent / "normzoo")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # every C0 control but \t and \n, and DEL
 
 
-def fit(tmp_path: Path, name: str, norm: str, devices: int, strategy: str, launcher: list[str]) -> Path:
+def fit(tmp_path: Path, name: str, norm: str, devices: int, strategy: str, launcher: list[str],
+        options: tuple[str, ...] = ()) -> Path:
     command = [*launcher, "fit", "--config", "configs/quickstart.yaml", "--runs_dir", str(tmp_path),
                "--run_name", name, "--model.norm", norm, "--trainer.accelerator", "cpu",
                "--trainer.devices", str(devices), "--trainer.strategy", strategy, "--trainer.max_epochs", "2",
                "--trainer.limit_train_batches", "12",
-               "--data.batch_size", str(32 // devices), "--data.eval_batch_size", str(100 // devices)]
+               "--data.batch_size", str(32 // devices), "--data.eval_batch_size", str(100 // devices), *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,11 +53,14 @@ def outcome(run: Path) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("norm", "strategy"), [("ln", "ddp"), ("ln", "ddp_spawn")])
-def test_two_ranks_with_batch_b_train_like_one_process_with_batch_2b(tmp_path, norm, strategy):
+@pytest.mark.parametrize(("norm", "strategy", "options"), [
+    ("ln", "ddp", ("--model.weight_norm", "ws")),  # a parametrized model: ddp, which pickles nothing
+    ("ln", "ddp_spawn", ()),
+])
+def test_two_ranks_with_batch_b_train_like_one_process_with_batch_2b(tmp_path, norm, strategy, options):
     launcher = [CONSOLE_SCRIPT] if strategy == "ddp" else [sys.executable, "-m", "normzoo"]
-    single_curves, single_weights = outcome(fit(tmp_path, "single", norm, 1, "auto", launcher))
-    ddp_curves, ddp_weights = outcome(fit(tmp_path, strategy, norm, 2, strategy, launcher))
+    single_curves, single_weights = outcome(fit(tmp_path, "single", norm, 1, "auto", launcher, options))
+    ddp_curves, ddp_weights = outcome(fit(tmp_path, strategy, norm, 2, strategy, launcher, options))
     assert len(single_curves["val/loss"]) == 2
     for tag, values in single_curves.items():
         assert ddp_curves[tag] == pytest.approx(values, rel=1e-4, abs=1e-5), tag

@@ -7,6 +7,7 @@ import torch
 
 from normzoo.models import MLP, ResNet
 from normzoo.norms import available_norms
+from tests.fixtures import MAPS_ONLY_NORMS
 
 
 @pytest.mark.parametrize("norm", available_norms())
@@ -28,7 +29,7 @@ def test_every_norm_is_finite_under_bf16_autocast_with_float32_statistics(norm):
         assert torch.isfinite(model.eval()(x).float()).all()
 
 
-@pytest.mark.parametrize("norm", [n for n in available_norms() if n != "in"])
+@pytest.mark.parametrize("norm", [n for n in available_norms() if n not in MAPS_ONLY_NORMS])
 def test_feature_vector_norms_under_bf16_autocast(norm):
     model = MLP(input_shape=(10,), num_classes=3, depth=2, width=16, norm=norm,
                 norm_kwargs={"num_groups": 4} if norm == "gn" else None)

@@ -56,6 +56,11 @@ EXPECTED = {
     "ln": (True, False, False, True),  # on maps, GroupNorm with one group
     "rms": (True, False, False, False),
     "none": (False, False, False, False),
+    "dyt": (True, False, False, False),
+    "derf": (True, False, False, False),
+    "frn": (True, False, False, False),
+    "evonorm_b0": (True, True, True, False),
+    "evonorm_s0": (True, False, False, False),
 }
 
 
@@ -104,3 +109,11 @@ def test_features_and_dims_refuses_layouts_the_registry_lacks():
 
     with pytest.raises(ConfigError, match="num_features and dims"):
         features_and_dims(Incomplete())
+
+
+def test_the_norms_with_running_statistics_are_found_by_asking_their_layers():
+    from normzoo.norms.registry import norms_with_running_statistics
+
+    names = norms_with_running_statistics()
+    assert {"bn", "noisy_bn", "bn_manual", "batch_renorm", "ghost_bn", "evonorm_b0", "switch_norm"} == set(names)
+    assert all(keeps_mean_and_variance(create_norm_layer(n, 4)) for n in set(names) - {"noisy_bn"})

@@ -36,7 +36,8 @@ def test_noise_is_still_applied_after_lightnings_sync_batchnorm_plugin(plugin):
     assert isinstance(reverted[1].noise, BatchNoise)
 
 
-@pytest.mark.parametrize("key", ["bn_manual", "batch_renorm", "l1", "l2", "linf", "frozen_bn"])
+@pytest.mark.parametrize(
+    "key", ["bn_manual", "batch_renorm", "l1", "l2", "linf", "frozen_bn", "switch_norm", "evonorm_b0"])
 def test_normzoos_own_layers_are_not_replaced_by_torch(key):
     layer = create_norm_layer(key, 4)
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(layer))
@@ -52,7 +53,7 @@ def test_normzoo_plugin_sets_and_clears_the_process_group():
     assert all(m.process_group is None for m in model)
 
 
-SYNCED_KEYS = ["bn_manual", "batch_renorm", "l1", "l2"]
+SYNCED_KEYS = ["bn_manual", "batch_renorm", "l1", "l2", "switch_norm", "evonorm_b0"]
 
 
 def _rank_step(rank: int, world: int, init_file: str, x, upstream, out_file: str) -> None:
@@ -70,6 +71,7 @@ def _rank_step(rank: int, world: int, init_file: str, x, upstream, out_file: str
             results[key] = {"y": y.detach(), "dx": xs.grad, "dw": layer.weight.grad,
                             "buffers": dict(layer.named_buffers())}
         torch.save(results, f"{out_file}.{rank}")
+        dist.barrier()  # no rank tears its connections down while the other still reads from them
     finally:
         dist.destroy_process_group()
 

@@ -17,7 +17,7 @@ from normzoo.studies.spec import PACKAGE_ROOT
 def test_study_list_prints_every_study_with_its_runs_and_claim(capsys):
     main(["study", "--list"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(STUDIES) == 12
+    assert len(lines) == len(STUDIES) == 15
     for line, (name, study) in zip(lines, STUDIES.items(), strict=True):
         assert line.split()[:3] == [name, str(len(study.runs)), "runs"] and line.endswith(study.title)
 

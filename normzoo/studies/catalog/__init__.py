@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from normzoo.errors import ConfigError
 from normzoo.studies.catalog import (
+    batch_independent,
     cohen_eos,
     daneshmand,
     de_smith,
@@ -22,13 +23,15 @@ from normzoo.studies.catalog import (
     tutorial,
     wu_he,
     wu_johnson,
+    zhu_dyt_resnet,
+    zhu_dyt_vit,
 )
 from normzoo.studies.spec import Study
 
 STUDIES: dict[str, Study] = {
     module.STUDY.name: module.STUDY
     for module in (ioffe_mnist, santurkar, wu_he, tutorial, lr_sensitivity, init_sensitivity, placement, cohen_eos,
-                   li_arora, daneshmand, wu_johnson, de_smith)
+                   li_arora, daneshmand, wu_johnson, de_smith, zhu_dyt_vit, zhu_dyt_resnet, batch_independent)
 }
 """Every study of the catalog by name, in the order ``normzoo study --list`` shows them."""
 
