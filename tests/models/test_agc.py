@@ -10,8 +10,9 @@ from normzoo.errors import ConfigError
 from normzoo.models import MLP
 from normzoo.models.agc import adaptive_clip_grad_, agc_parameters, unitwise_norm
 from normzoo.models.weight_norms import apply_weight_norm
+from tests.norms.norm_checks import one_thread  # noqa: F401  (a fixture)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; restored after each test, never set globally
 
 LAMBDA = 0.05
 EPS = 1e-3

@@ -27,8 +27,9 @@ from normzoo.models.weight_norms import (
     nonlinearity_gain,
 )
 from normzoo.speed import compile_unavailable
+from tests.norms.norm_checks import one_thread  # noqa: F401  (a fixture)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; restored after each test, never set globally
 
 SHAPES = {"conv": (4, 3, 3, 3), "grouped_conv": (6, 2, 3, 3), "linear": (5, 7)}
 
