@@ -1,9 +1,10 @@
 """The CLI under DDP on 2 CPU ranks (gloo), launched as a user would, in a subprocess.
 
-``ddp`` re-launches the console script per rank; ``ddp_spawn`` runs through
-``python -m normzoo``. Each run writes one config and one event file, and with a
-batch-independent norm (ln here; gn, in and none alike) two ranks with batch B train exactly like one process with
-batch 2B: the seeded shuffle deals each step's 2B samples to the ranks, gradients average.
+``ddp`` re-launches the console script per rank (here with a weight-standardized model, which cannot be
+pickled for ``ddp_spawn``); ``ddp_spawn`` runs through ``python -m normzoo``. Each run writes one config and one
+event file, and with a batch-independent norm (ln here; gn, in and none alike) two ranks with batch B train like
+one process with batch 2B (to float precision for ddp_spawn): the seeded shuffle deals each step's 2B samples to
+the ranks, gradients average.
 Their redirected output is one plain line per epoch, printed by rank zero alone.
 """
 
@@ -54,11 +55,11 @@ def outcome(run: Path) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("norm", "strategy", "options", "rel", "atol"), [
-    ("ln", "ddp", (), 1e-4, 1e-5),
     ("ln", "ddp_spawn", (), 1e-4, 1e-5),
-    # a parametrized model (ddp: nothing pickled). Standardizing divides each gradient by its unit's weight std
-    # (~1/sqrt(fan_in)): at the quickstart's LR the run is far less stable (val/acc 0.73 after 2 epochs, not 0.90),
-    # and the float difference of averaging gradients over 2 ranks grows to ~5e-3 by epoch 2 (2 of 500 digits)
+    # the console script relaunched per rank, with a parametrized model (ddp pickles nothing; ddp_spawn cannot).
+    # Standardizing divides each gradient by its unit's weight std (~1/sqrt(fan_in)): at the quickstart's LR the
+    # run is far less stable (val/acc 0.73 after 2 epochs, not 0.90), and the float difference of averaging
+    # gradients over 2 ranks grows to ~5e-3 by epoch 2 (2 of 500 digits)
     ("ln", "ddp", ("--model.weight_norm", "ws"), 2e-2, 2e-2),
 ])
 def test_two_ranks_with_batch_b_train_like_one_process_with_batch_2b(tmp_path, norm, strategy, options, rel, atol):
