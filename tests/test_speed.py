@@ -102,14 +102,16 @@ def test_compile_falls_back_without_a_cpp_compiler(monkeypatch):
         assert speed._compile_mode(torch.device("cpu")) is None
 
 
+EAGER_BY_DESIGN = ("batch_renorm",)
+"""Norms whose normalization runs eagerly inside torch.compile (``torch.compiler.disable``): a graph break."""
+
+
 class AllNorms(nn.Module):
-    """Every registered norm for conv maps, side by side on the same input: one graph to compile."""
+    """The given norms for conv maps, side by side on the same input."""
 
-    KEYS = tuple(available_norms())
-
-    def __init__(self, channels: int) -> None:
+    def __init__(self, keys: tuple[str, ...], channels: int) -> None:
         super().__init__()
-        self.norms = nn.ModuleDict({key: create_norm_layer(key, channels, dims=2) for key in self.KEYS})
+        self.norms = nn.ModuleDict({key: create_norm_layer(key, channels, dims=2) for key in keys})
         for index, parameter in enumerate(self.parameters()):  # non-trivial affines
             parameter.data.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(index))
 
@@ -119,12 +121,20 @@ class AllNorms(nn.Module):
 
 @pytest.mark.skipif(compile_unavailable(torch.device("cpu")) is not None, reason="torch.compile unavailable")
 @torch._inductor.config.patch(fallback_random=True)  # noisy_bn draws eager's noise
-def test_compiled_norms_equal_their_eager_modules():
-    """Outputs, input and parameter gradients and running statistics, after two training steps."""
-    eager = AllNorms(channels=8)
-    compiled = AllNorms(channels=8)
+@pytest.mark.parametrize(("keys", "fullgraph"), [
+    (tuple(key for key in available_norms() if key not in EAGER_BY_DESIGN), True),
+    (EAGER_BY_DESIGN, False),
+], ids=["one-graph", "eager-by-design"])
+def test_compiled_norms_equal_their_eager_modules(keys, fullgraph):
+    """Outputs, input and parameter gradients and running statistics, after two training steps.
+
+    Every norm but those eager by design compiles into one graph (``fullgraph=True`` refuses a graph
+    break): one compilation for all of them, and a norm that breaks the graph fails here.
+    """
+    eager = AllNorms(keys, channels=8)
+    compiled = AllNorms(keys, channels=8)
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile()
+    compiled.compile(fullgraph=fullgraph)
     generator = torch.Generator().manual_seed(0)
     for _ in range(2):
         x = torch.randn(6, 8, 5, 5, generator=generator) * 3 + 1
@@ -137,7 +147,7 @@ def test_compiled_norms_equal_their_eager_modules():
             weights = torch.linspace(-1, 1, x.numel()).view_as(x)
             sum((out * weights).sum() for out in outputs.values()).backward()
             results[name] = (outputs, inputs.grad)
-        for key in AllNorms.KEYS:
+        for key in keys:
             torch.testing.assert_close(results["compiled"][0][key], results["eager"][0][key], rtol=1e-4, atol=1e-5,
                                        msg=lambda text, key=key: f"{key}: {text}")
         torch.testing.assert_close(results["compiled"][1], results["eager"][1], rtol=1e-4, atol=1e-5)
