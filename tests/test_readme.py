@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from normzoo.norms import cancels_bias, is_norm, norm_layers, registry, uses_batch_statistics
+from normzoo.norms import available_norms, cancels_bias, is_norm, norm_layers, registry, uses_batch_statistics
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -109,3 +109,10 @@ def test_readme_glossary_covers_every_tag_a_diagnostics_run_logs(tmp_path, monke
     tags = load_events(tmp_path / "diagnostics" / "version_0").Tags()["scalars"]
     patterns = glossary_patterns()
     assert len(tags) > 40 and [tag for tag in tags if not any(p.match(tag) for p in patterns)] == []
+
+
+def test_readme_norm_table_has_a_row_for_every_registered_norm_and_only_those():
+    table = README.read_text().split("## The norms\n", 1)[1].strip().split("\n\n", 1)[0]
+    keys = [key for row in re.findall(r"^\| (`[^|]*`) \|", table, flags=re.MULTILINE)
+            for key in re.findall(r"`([^`]+)`", row)]
+    assert sorted(keys) == available_norms()

@@ -3,7 +3,8 @@
 - the registry: ``register_norm``, ``get_norm_layer``, ``create_norm_layer``, ``available_norms``;
 - layers: ``BatchStatNorm`` (the base of normzoo's batch-statistics norms) and its
   ``ManualBatchNorm``, ``BatchRenorm``, ``GhostBatchNorm``, ``LpBatchNorm``, ``SwitchNorm``, ``EvoNormB0``;
-  ``NoisyBatchNorm``, ``RMSNorm``, ``ChannelLayerNorm``, ``FrozenBatchNorm``; the point-wise ``DynamicTanh``
+  ``NoisyBatchNorm``, ``RMSNorm``, ``ChannelLayerNorm``, ``FrozenBatchNorm``; the uncentred ``ChannelRMSNorm``
+  and ``SimpleNorm``; the point-wise ``DynamicTanh``
   and ``DynamicErf``; the norm-activation ``FilterResponseNorm``, ``EvoNormB0`` and ``EvoNormS0``;
 - tools for any model: ``norm_layers``, ``replace_norm``, ``freeze_norm``/``unfreeze_norm``,
   ``recalibrate_bn``, ``convert_sync_norms``/``revert_sync_norms``, ``guard_batch_statistics``,
@@ -54,6 +55,7 @@ from normzoo.norms.renorm import BatchRenorm
 from normzoo.norms.replace import replace_norm
 from normzoo.norms.switch_norm import SwitchNorm
 from normzoo.norms.sync import convert_sync_norms, revert_sync_norms
+from normzoo.norms.uncentred import ChannelRMSNorm, SimpleNorm
 
 __all__ = [
     "SMALL_BN_BATCH",
@@ -63,6 +65,7 @@ __all__ = [
     "BatchStatNorm",
     "BatchStatisticsError",
     "ChannelLayerNorm",
+    "ChannelRMSNorm",
     "DynamicErf",
     "DynamicTanh",
     "EvoNormB0",
@@ -78,6 +81,7 @@ __all__ = [
     "NormSpec",
     "PointwiseSquash",
     "RMSNorm",
+    "SimpleNorm",
     "SwitchNorm",
     "UnknownNormError",
     "available_norms",

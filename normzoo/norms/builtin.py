@@ -20,9 +20,10 @@ More keys: ``bn_manual`` (BN from its definition, hand-derived backward), ``bn_n
 (BN without running statistics), ``frozen_bn`` (fixed statistics and affine),
 ``batch_renorm`` (Ioffe 2017), ``ghost_bn`` (ghost / virtual BN, Hoffer et al. 2017: statistics
 per chunk of ``virtual_batch_size`` samples), ``rms`` (RMSNorm), ``ln_channel`` (per-position
-LayerNorm over channels), Santurkar et al.'s ``l1``, ``l2``, ``linf`` batch normalizations, and
-``switch_norm`` (Switchable Normalization, Luo et al. 2019: a learned mixture of IN, LN and BN
-statistics; LN and BN only for feature vectors).
+LayerNorm over channels), ``rms_channel`` (per-position RMSNorm), ``simple``/``simple_channel``
+(SimpleNorm: divided by the standard deviation, not centred), Santurkar et al.'s ``l1``, ``l2``,
+``linf`` batch normalizations, and ``switch_norm`` (Switchable Normalization, Luo et al. 2019: a
+learned mixture of IN, LN and BN statistics; LN and BN only for feature vectors).
 
 The recent wave: ``dyt``/``derf`` (point-wise tanh/erf squashing with no statistics: Zhu et al. 2025,
 Chen et al. 2025), ``frn`` (FRN + TLU, Singh & Krishnan 2020), ``evonorm_b0``/``evonorm_s0`` (Liu et al.
@@ -46,6 +47,7 @@ from normzoo.norms.pointwise import DynamicErf, DynamicTanh
 from normzoo.norms.registry import register_norm
 from normzoo.norms.renorm import BatchRenorm
 from normzoo.norms.switch_norm import SwitchNorm
+from normzoo.norms.uncentred import ChannelRMSNorm, SimpleNorm
 
 DEFAULT_GROUPS = 32
 
@@ -151,6 +153,16 @@ def channel_layer_norm(num_features: int, dims: int, eps: float = 1e-5, affine: 
     if dims == 1:
         return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
     return ChannelLayerNorm(num_features, eps, affine)
+
+
+register_norm("rms_channel", ChannelRMSNorm)  # per position, over the channels (timm's RmsNorm2d)
+register_norm("simple", SimpleNorm)  # x / std(x) * gamma, not centred (timm's SimpleNorm)
+
+
+@register_norm("simple_channel")
+def channel_simple_norm(num_features: int, dims: int, eps: float = 1e-6, affine: bool = True) -> nn.Module:
+    """SimpleNorm over the channels at each position of a map (timm's SimpleNorm2d); ``simple`` for vectors."""
+    return SimpleNorm(num_features, dims, eps, affine, per_position=True)
 
 
 register_norm("batch_renorm", BatchRenorm)  # Ioffe 2017; (num_features, dims, **options)

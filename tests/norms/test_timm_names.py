@@ -1,4 +1,7 @@
-"""The README's map from timm's norm names to normzoo's keys: each pair computes the same function."""
+"""The README's map from timm's norm names to normzoo's keys: each pair computes the same function.
+
+Outputs and input gradients, with the same non-trivial gains (and biases) in both.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ PAIRS = {  # timm name -> (timm layer, normzoo key, dims, input shape)
     "layernorm": (lambda: timm_layers.LayerNorm(6, eps=1e-5), "ln", 1, (4, 6)),
     "layernorm2d": (lambda: timm_layers.LayerNorm2d(6, eps=1e-5), "ln_channel", 2, (4, 6, 3, 3)),
     "rmsnorm": (lambda: timm_layers.RmsNorm(6, eps=1e-6), "rms", 1, (4, 6)),
+    "rmsnorm2d": (lambda: timm_layers.RmsNorm2d(6), "rms_channel", 2, (4, 6, 3, 3)),
+    "simplenorm": (lambda: timm_layers.SimpleNorm(6), "simple", 1, (4, 6)),
+    "simplenorm2d": (lambda: timm_layers.SimpleNorm2d(6), "simple_channel", 2, (4, 6, 3, 3)),
     "frozenbatchnorm2d": (lambda: timm_layers.get_norm_layer("frozenbatchnorm2d")(6), "frozen_bn", 2, (4, 6, 3, 3)),
 }
 
@@ -33,4 +39,12 @@ def test_timms_name_and_normzoos_key_compute_the_same(name):
                 if pname in ("weight", "bias"):
                     tensor.copy_(torch.linspace(0.5, 1.5, 6) if pname == "weight" else torch.linspace(-0.3, 0.3, 6))
     x = torch.randn(*shape) * 2 + 1
-    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    outputs, gradients = [], []
+    for layer in (ours, theirs):
+        inputs = x.clone().requires_grad_(True)
+        output = layer(inputs)
+        (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum().backward()
+        outputs.append(output.detach())
+        gradients.append(inputs.grad)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-5, atol=1e-5)
