@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from normzoo.errors import ConfigError
+from normzoo.norms.layout import check_dims, check_layout
 
 
 class BatchStatNorm(nn.Module):
@@ -54,8 +54,7 @@ class BatchStatNorm(nn.Module):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__()
-        if dims not in (1, 2):
-            raise ConfigError(f"dims must be 1 (feature vectors) or 2 (conv maps), got {dims!r}.")
+        check_dims(dims)
         self.num_features = num_features
         self.dims = dims
         self.eps = eps
@@ -93,13 +92,8 @@ class BatchStatNorm(nn.Module):
         return self.process_group is not None and dist.is_available() and dist.is_initialized()
 
     def check_input(self, x: Tensor) -> None:
-        expected = 2 if self.dims == 1 else 4
-        if x.dim() != expected or x.shape[1] != self.num_features:
-            shape = "(N, C)" if self.dims == 1 else "(N, C, H, W)"
-            raise ConfigError(
-                f"{type(self).__name__}(num_features={self.num_features}, dims={self.dims}) expects "
-                f"inputs of shape {shape} with C={self.num_features}, got {tuple(x.shape)}."
-            )
+        """Refuse an input that is not this layer's ``(N, C)`` or ``(N, C, H, W)`` (``check_layout``)."""
+        check_layout(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         """Check the shape, then normalize in float32 (autocast off) and return the input's dtype."""

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from normzoo.errors import BatchStatisticsError, ConfigError
 from normzoo.norms.batch_stats import BatchStatNorm, batch_moments, stat_dtype
+from normzoo.norms.layout import check_dims, check_layout
 
 DEFAULT_GROUPS = 32
 """EvoNorm-S0's default group count, capped to the channels: that of ``gn`` (``normzoo.norms.builtin``)."""
@@ -65,21 +66,6 @@ _MLP_ALTERNATIVES = (
     "For an MLP use 'evonorm_s0' (its group statistics run over the features), or a norm "
     "followed by the model's activation ('ln', 'rms', 'gn', 'bn'), or 'dyt'."
 )
-
-
-def _check_dims(dims: int) -> None:
-    if dims not in (1, 2):
-        raise ConfigError(f"dims must be 1 (feature vectors) or 2 (conv maps), got {dims!r}.")
-
-
-def _check_input(layer: nn.Module, x: Tensor) -> None:
-    """Refuse an input whose layout is not ``layer``'s ``(N, C)`` or ``(N, C, H, W)`` with its C."""
-    if x.dim() != (2 if layer.dims == 1 else 4) or x.shape[1] != layer.num_features:
-        layout = "(N, C)" if layer.dims == 1 else "(N, C, H, W)"
-        raise ConfigError(
-            f"{type(layer).__name__}(num_features={layer.num_features}, dims={layer.dims}) expects inputs of "
-            f"shape {layout} with C={layer.num_features}, got {tuple(x.shape)}."
-        )
 
 
 def _per_channel(t: Tensor, like: Tensor) -> Tensor:
@@ -124,7 +110,7 @@ class FilterResponseNorm(nn.Module):
         apply_act: bool = True,
     ) -> None:
         super().__init__()
-        _check_dims(dims)
+        check_dims(dims)
         if dims == 1:
             raise ConfigError(
                 "Norm 'frn' (Filter Response Normalization) divides each channel of a sample by its root "
@@ -141,7 +127,7 @@ class FilterResponseNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """In float32 under autocast (the mean square is a statistic); the output has the input's dtype."""
-        _check_input(self, x)
+        check_layout(self, x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             xf = x.to(stat_dtype(x))
             nu2 = xf.square().mean(dim=(2, 3), keepdim=True)
@@ -188,7 +174,7 @@ class EvoNormB0(BatchStatNorm):
         track_running_stats: bool = True,
         apply_act: bool = True,
     ) -> None:
-        _check_dims(dims)
+        check_dims(dims)
         if dims == 1:
             raise ConfigError(
                 "Norm 'evonorm_b0' divides by max(sqrt(s_b^2 + eps), v*x + sqrt(s_w^2 + eps)), s_w^2 being "
@@ -271,7 +257,7 @@ class EvoNormS0(nn.Module):
         apply_act: bool = True,
     ) -> None:
         super().__init__()
-        _check_dims(dims)
+        check_dims(dims)
         self.num_features, self.dims, self.eps, self.apply_act = num_features, dims, eps, apply_act
         self.num_groups = _groups("evonorm_s0", num_features, dims, num_groups)
         self.weight = nn.Parameter(torch.ones(num_features))
@@ -280,7 +266,7 @@ class EvoNormS0(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """In float32 under autocast (the group variance is a statistic); the output has the input's dtype."""
-        _check_input(self, x)
+        check_layout(self, x)
         if self.v is None:
             return _affine(x, self.weight, self.bias)
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from normzoo.errors import ConfigError
+from normzoo.norms.layout import check_dims
 
 DEFAULT_ALPHA = 0.5
 """The initial ``alpha`` of DyT (and of Derf's released code) for vision models."""
@@ -64,8 +65,7 @@ class PointwiseSquash(nn.Module):
         self, num_features: int, dims: int = 2, alpha_init: float = DEFAULT_ALPHA, affine: bool = True
     ) -> None:
         super().__init__()
-        if dims not in (1, 2):
-            raise ConfigError(f"dims must be 1 (feature vectors) or 2 (conv maps), got {dims!r}.")
+        check_dims(dims)
         self.num_features, self.dims, self.alpha_init = num_features, dims, alpha_init
         self.alpha = nn.Parameter(torch.full((1,), float(alpha_init)))
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None

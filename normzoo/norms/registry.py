@@ -27,6 +27,7 @@ from torch import nn
 
 from normzoo.errors import ConfigError, UnknownNormError
 from normzoo.norms.introspect import keeps_mean_and_variance
+from normzoo.norms.layout import check_dims
 
 NormFactory = Callable[..., nn.Module]
 """``factory(num_features, dims, **options) -> nn.Module``: what the registry stores."""
@@ -98,8 +99,7 @@ def get_norm_layer(norm: NormSpec, dims: int = 2, **options: Any) -> NormConstru
         UnknownNormError: ``norm`` is a name that is not registered.
         ValueError: ``dims`` is not 1 or 2, or ``options`` names an argument the norm lacks.
     """
-    if dims not in (1, 2):
-        raise ConfigError(f"dims must be 1 (feature vectors) or 2 (conv maps), got {dims!r}.")
+    check_dims(dims)
     if isinstance(norm, str):
         factory = get_norm_factory(norm)
         _check_options(norm, factory, options)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from normzoo.errors import ConfigError
 from normzoo.norms.batch_stats import stat_dtype
+from normzoo.norms.layout import check_dims, check_layout
 
 
 class _UncentredNorm(nn.Module):
@@ -39,19 +40,13 @@ class _UncentredNorm(nn.Module):
 
     def __init__(self, num_features: int, dims: int, eps: float, affine: bool, per_position: bool) -> None:
         super().__init__()
-        if dims not in (1, 2):
-            raise ConfigError(f"dims must be 1 (feature vectors) or 2 (conv maps), got {dims!r}.")
+        check_dims(dims)
         self.num_features, self.dims, self.eps, self.per_position = num_features, dims, eps, per_position
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` divided by its spread over ``statistic_dims``, times the gain; the input's dtype."""
-        if x.dim() != (2 if self.dims == 1 else 4) or x.shape[1] != self.num_features:
-            layout = "(N, C)" if self.dims == 1 else "(N, C, H, W)"
-            raise ConfigError(
-                f"{type(self).__name__}(num_features={self.num_features}, dims={self.dims}) expects inputs of "
-                f"shape {layout} with C={self.num_features}, got {tuple(x.shape)}."
-            )
+        check_layout(self, x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             xf = x.to(stat_dtype(x))
             y = xf * torch.rsqrt(self.spread(xf, self.statistic_dims(xf)) + self.eps)
