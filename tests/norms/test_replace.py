@@ -71,6 +71,23 @@ def test_replace_norm_turns_torchvision_resnet18_into_group_norm(cifar_batch):
     assert_trains_one_step(model, *cifar_batch)
 
 
+@pytest.mark.parametrize("key", ["rms_channel", "simple", "simple_channel"])
+def test_an_uncentred_norm_replaces_torchvisions_batchnorm_and_is_found_again(key, cifar_batch):
+    """Into torchvision's ResNet-18 (in-place ReLUs, its own layout): the layer trains, and the norm tools
+    see it as a norm (``normzoo_norm``), so it can be replaced in turn."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    channels = {name: m.num_features for name, m in layers_of(model, nn.BatchNorm2d).items()}
+    replace_norm(model, key)
+    layers = {name: model.get_submodule(name) for name in channels}
+    assert {type(layer).__name__ for layer in layers.values()} == {"ChannelRMSNorm" if key == "rms_channel" else
+                                                                    "SimpleNorm"}
+    assert {name: layer.num_features for name, layer in layers.items()} == channels
+    assert_trains_one_step(model, *cifar_batch)
+    replace_norm(model, "bn")
+    assert {type(model.get_submodule(name)) for name in channels} == {nn.BatchNorm2d}
+
+
 def test_replace_norm_with_none_removes_every_norm(cifar_batch):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10)
